@@ -1,0 +1,271 @@
+//! Typed values for every setting that ends up inside a rule. Each type can only be built by
+//! parsing, and the parsers accept nothing that could change a rule's meaning: no whitespace,
+//! quotes, `#`, newlines or control characters survive into the plan.
+//!
+//! Every parser takes the name of the setting it reads (a long flag or an environment variable),
+//! so that errors name it together with the offending value.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// Splits a comma list as upstream does (empty items dropped) but also trims spaces around each
+/// item: upstream copies `" 80"` verbatim into the rule, which only ever produced broken scripts.
+pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+/// A single TCP/UDP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port(pub u16);
+
+impl Port {
+    pub fn parse(setting: &str, raw: &str) -> Result<Self> {
+        parse_port_number(raw.trim())
+            .map(Port)
+            .ok_or_else(|| Error::invalid(setting, raw, "expected a port number from 0 to 65535"))
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+fn parse_port_number(raw: &str) -> Option<u16> {
+    if raw.is_empty() || raw.len() > 5 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+impl From<Port> for PortSpec {
+    fn from(port: Port) -> Self {
+        PortSpec::Single(port.0)
+    }
+}
+
+/// A port or an inclusive port range, as a list item of a port flag accepts (`N` or `N:M`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortSpec {
+    Single(u16),
+    Range(u16, u16),
+}
+
+impl PortSpec {
+    pub fn parse(setting: &str, raw: &str) -> Result<Self> {
+        let bad = || Error::invalid(setting, raw, "expected a port (N) or a port range (N:M) within 0-65535");
+        match raw.split_once(':') {
+            None => parse_port_number(raw).map(PortSpec::Single).ok_or_else(bad),
+            Some((low, high)) => {
+                let (low, high) = (parse_port_number(low).ok_or_else(bad)?, parse_port_number(high).ok_or_else(bad)?);
+                if low > high {
+                    return Err(Error::invalid(setting, raw, "the first port of a range must not exceed the last"));
+                }
+                Ok(PortSpec::Range(low, high))
+            }
+        }
+    }
+
+    /// A comma list of ports; items are trimmed and empty items dropped.
+    pub fn parse_list(setting: &str, raw: &str) -> Result<Vec<Self>> {
+        split_list(raw).map(|item| Self::parse(setting, item)).collect()
+    }
+
+    /// The iptables spelling (`N` or `N:M`).
+    pub fn iptables(&self) -> String {
+        match self {
+            PortSpec::Single(port) => port.to_string(),
+            PortSpec::Range(low, high) => format!("{low}:{high}"),
+        }
+    }
+
+    /// The nft spelling (`N` or `N-M`).
+    pub fn nft(&self) -> String {
+        match self {
+            PortSpec::Single(port) => port.to_string(),
+            PortSpec::Range(low, high) => format!("{low}-{high}"),
+        }
+    }
+}
+
+/// The inbound port selection. Upstream distinguishes an empty string (no inbound capture) from
+/// a list that merely splits to nothing (`,`): the latter still installs the PREROUTING jump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundPorts {
+    None,
+    All,
+    Listed(Vec<PortSpec>),
+}
+
+impl InboundPorts {
+    pub fn parse(setting: &str, raw: &str) -> Result<Self> {
+        match raw.trim() {
+            "" => Ok(InboundPorts::None),
+            "*" => Ok(InboundPorts::All),
+            _ => PortSpec::parse_list(setting, raw).map(InboundPorts::Listed),
+        }
+    }
+}
+
+/// A network interface name: what the kernel accepts (1-15 bytes, not `.`/`..`, no `/`, `:` or
+/// whitespace), further limited to characters that are safe unquoted in both iptables-restore
+/// and nft scripts. A trailing `+` (iptables' prefix wildcard) is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceName(String);
+
+impl IfaceName {
+    pub fn parse(setting: &str, raw: &str) -> Result<Self> {
+        let stem = raw.strip_suffix('+').unwrap_or(raw);
+        let valid_chars = stem.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if raw.is_empty() || raw.len() > 15 || stem.is_empty() || !valid_chars || stem == "." || stem == ".." {
+            return Err(Error::invalid(
+                setting,
+                raw,
+                "expected an interface name of at most 15 characters from A-Z a-z 0-9 _ - . (optionally ending in +)",
+            ));
+        }
+        Ok(IfaceName(raw.to_string()))
+    }
+
+    pub fn parse_list(setting: &str, raw: &str) -> Result<Vec<Self>> {
+        split_list(raw).map(|item| Self::parse(setting, item)).collect()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IfaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user or group: a numeric id, or a name as shadow-utils allows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerId(String);
+
+impl OwnerId {
+    pub fn parse(setting: &str, raw: &str) -> Result<Self> {
+        if raw.bytes().all(|b| b.is_ascii_digit()) && !raw.is_empty() {
+            return raw
+                .parse::<u32>()
+                .map(|_| OwnerId(raw.to_string()))
+                .map_err(|_| Error::invalid(setting, raw, "numeric ids must fit in 32 bits"));
+        }
+        let name = raw.strip_suffix('$').unwrap_or(raw);
+        let mut bytes = name.bytes();
+        let valid_first = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid_rest = bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid_first || !valid_rest || raw.len() > 32 {
+            return Err(Error::invalid(
+                setting,
+                raw,
+                "expected a numeric id or a user/group name (A-Z a-z 0-9 _ - ., at most 32 characters)",
+            ));
+        }
+        Ok(OwnerId(raw.to_string()))
+    }
+
+    pub fn parse_list(setting: &str, raw: &str) -> Result<Vec<Self>> {
+        split_list(raw).map(|item| Self::parse(setting, item)).collect()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A packet mark or a routing table number (decimal, 32 bits).
+pub fn parse_u32(setting: &str, raw: &str) -> Result<u32> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid(setting, raw, "expected a decimal number"));
+    }
+    trimmed.parse().map_err(|_| Error::invalid(setting, raw, "expected a number that fits in 32 bits"))
+}
+
+/// Rejects characters that must never reach a rule, for settings whose content is otherwise free
+/// (upstream-checked values such as the loopback CIDR are parsed, so this is a first line only).
+pub fn reject_unsafe_chars(setting: &str, raw: &str) -> Result<()> {
+    match raw.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '#' | '`' | ';')) {
+        Some(c) => Err(Error::invalid(setting, raw, format!("{c:?} is not allowed here"))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_trims_and_drops_empty_items() {
+        assert_eq!(split_list(" 80, 443 ,,").collect::<Vec<_>>(), ["80", "443"]);
+        assert_eq!(split_list(",").count(), 0);
+        assert_eq!(split_list("").count(), 0);
+    }
+
+    #[test]
+    fn ports_and_ranges() {
+        assert_eq!(PortSpec::parse("f", "80").unwrap(), PortSpec::Single(80));
+        assert_eq!(PortSpec::parse("f", "0").unwrap(), PortSpec::Single(0));
+        assert_eq!(PortSpec::parse("f", "1000:2000").unwrap().iptables(), "1000:2000");
+        assert_eq!(PortSpec::parse("f", "1000:2000").unwrap().nft(), "1000-2000");
+        for bad in ["65536", "-1", "1:", ":2", "2:1", "80 ", "8o", "1-2", "+80", "99999999999"] {
+            assert!(PortSpec::parse("f", bad).is_err(), "{bad}");
+        }
+        assert_eq!(Port::parse("f", "15001").unwrap().0, 15001);
+        assert!(Port::parse("f", "").is_err());
+    }
+
+    #[test]
+    fn inbound_ports_keep_the_empty_vs_comma_distinction() {
+        assert_eq!(InboundPorts::parse("f", "").unwrap(), InboundPorts::None);
+        assert_eq!(InboundPorts::parse("f", "*").unwrap(), InboundPorts::All);
+        assert_eq!(InboundPorts::parse("f", ",").unwrap(), InboundPorts::Listed(vec![]));
+        assert!(InboundPorts::parse("f", "*,80").is_err());
+    }
+
+    #[test]
+    fn interface_names() {
+        for good in ["eth0", "not-istio-nic", "veth+", "a.b", "en_p1s0"] {
+            assert!(IfaceName::parse("f", good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "eth 0", "a/b", "a:b", "sixteen-chars-xx", "+", "e\"th", "eth#", "eth\n"] {
+            assert!(IfaceName::parse("f", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn owners() {
+        for good in ["1337", "java", "ftp", "_apt", "istio-proxy", "user$", "0"] {
+            assert!(OwnerId::parse("f", good).is_ok(), "{good}");
+        }
+        for bad in ["", "-root", "a b", "4294967296", "x;y", "name#", "$"] {
+            assert!(OwnerId::parse("f", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn marks() {
+        assert_eq!(parse_u32("f", "1337").unwrap(), 1337);
+        for bad in ["", "0x10", "-1", "4294967296", "1 2"] {
+            assert!(parse_u32("f", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn error_names_setting_and_value() {
+        let err = PortSpec::parse("--istio-inbound-ports", "80;").unwrap_err().to_string();
+        assert!(err.contains("--istio-inbound-ports") && err.contains("\"80;\""), "{err}");
+    }
+}

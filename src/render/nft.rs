@@ -1,0 +1,271 @@
+//! The nft transaction for `--native-nftables`: three `inet` tables, flushed and refilled in
+//! one atomic `nft -f -` run, byte for byte as upstream writes it.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::plan::{
+    Chain, Family, Owner, Plan, Position, Proto, Rule, RuleKind, ServerMatch, Table, UdpPortMatch, Verdict,
+    AGENT_DNS_PORT, DNS_PORT,
+};
+
+/// The tables in the order they are emitted and applied.
+pub const TABLES: [Table; 3] = [Table::Nat, Table::Mangle, Table::Raw];
+
+pub fn table_name(table: Table) -> &'static str {
+    match table {
+        Table::Nat => "istio-proxy-nat",
+        Table::Mangle => "istio-proxy-mangle",
+        Table::Raw => "istio-proxy-raw",
+        Table::Filter => "istio-proxy-filter",
+    }
+}
+
+/// Chains in their fixed declaration order, with the base-chain spec where there is one.
+fn declared_chains(table: Table) -> &'static [(Chain, Option<&'static str>)] {
+    match table {
+        Table::Nat => &[
+            (Chain::Prerouting, Some("{ type nat hook prerouting priority -100 ; }")),
+            (Chain::Output, Some("{ type nat hook output priority -100 ; }")),
+            (Chain::IstioInbound, None),
+            (Chain::IstioRedirect, None),
+            (Chain::IstioInRedirect, None),
+            (Chain::IstioOutput, None),
+            (Chain::IstioOutputDns, None),
+        ],
+        Table::Mangle => &[
+            (Chain::Prerouting, Some("{ type filter hook prerouting priority -150 ; }")),
+            (Chain::Output, Some("{ type route hook output priority -150 ; }")),
+            (Chain::IstioDivert, None),
+            (Chain::IstioTproxy, None),
+            (Chain::IstioInbound, None),
+            (Chain::IstioDrop, None),
+        ],
+        Table::Raw => &[
+            (Chain::Prerouting, Some("{ type filter hook prerouting priority -300 ; }")),
+            (Chain::Output, Some("{ type filter hook output priority -300 ; }")),
+            (Chain::IstioInbound, None),
+            (Chain::IstioOutputDns, None),
+        ],
+        Table::Filter => &[],
+    }
+}
+
+/// Whether nft gets this rule. A rule with an address of its own is emitted for its family
+/// (IPv6 only when enabled). A rule without one matches both families at once, so it is
+/// emitted once when any family it is planned for is active. Upstream emits such a rule even
+/// when it was planned for IPv6 alone with IPv6 disabled, jumping to a chain never declared
+/// (an nft error); that case is left out here.
+fn emitted(rule: &Rule, enable_ipv6: bool) -> bool {
+    match rule.kind.address_family() {
+        Some(Family::V4) => true,
+        Some(Family::V6) => enable_ipv6,
+        None => rule.families.v4 || (rule.families.v6 && enable_ipv6),
+    }
+}
+
+/// The whole transaction; tables with no rules are left out entirely.
+pub fn transaction(plan: &Plan) -> String {
+    let mut out = String::new();
+    for table in TABLES {
+        let rules: Vec<&Rule> =
+            plan.rules.iter().filter(|r| r.table == table && emitted(r, plan.enable_ipv6)).collect();
+        if rules.is_empty() {
+            continue;
+        }
+        let name = table_name(table);
+        let _ = writeln!(out, "add table inet {name}");
+        let _ = writeln!(out, "flush table inet {name}");
+        for (chain, base) in declared_chains(table) {
+            if rules.iter().any(|r| r.chain == *chain) {
+                match base {
+                    Some(spec) => {
+                        let _ = writeln!(out, "add chain inet {name} {} {spec}", chain.nft_name());
+                    }
+                    None => {
+                        let _ = writeln!(out, "add chain inet {name} {}", chain.nft_name());
+                    }
+                }
+            }
+        }
+        let mut counts: HashMap<Chain, u32> = HashMap::new();
+        for rule in rules {
+            let count = counts.entry(rule.chain).or_insert(0);
+            let body = body(&rule.kind);
+            let chain = rule.chain.nft_name();
+            match rule.position {
+                // nft indexes from 0; an index past the rules this batch has added would be an
+                // error, and the table was just flushed, so such inserts become appends.
+                Position::Insert(pos) if *count > 0 && pos - 1 < *count => {
+                    let _ = writeln!(out, "insert rule inet {name} {chain} index {} {body}", pos - 1);
+                }
+                _ => {
+                    let _ = writeln!(out, "add rule inet {name} {chain} {body}");
+                }
+            }
+            *count += 1;
+        }
+    }
+    out
+}
+
+/// The transaction `--cleanup-only` runs: each table added (so that deleting it cannot fail)
+/// and deleted.
+pub fn cleanup_transaction() -> String {
+    let mut out = String::new();
+    for table in TABLES {
+        let name = table_name(table);
+        let _ = writeln!(out, "add table inet {name}");
+        let _ = writeln!(out, "delete table inet {name}");
+    }
+    out
+}
+
+fn verdict(v: Verdict) -> String {
+    match v {
+        Verdict::Return => "return".to_string(),
+        Verdict::Accept => "accept".to_string(),
+        Verdict::Drop => "drop".to_string(),
+        Verdict::Jump(chain) => format!("jump {}", chain.nft_name()),
+    }
+}
+
+fn l3(net: &IpNet) -> &'static str {
+    match net {
+        IpNet::V4(_) => "ip",
+        IpNet::V6(_) => "ip6",
+    }
+}
+
+fn host(addr: &IpAddr) -> (&'static str, String) {
+    match addr {
+        IpAddr::V4(a) => ("ip", format!("{a}/32")),
+        IpAddr::V6(a) => ("ip6", format!("{a}/128")),
+    }
+}
+
+/// `skuid U` / `skgid G`, optionally negated; the raw table spells it with `meta`.
+fn owner(owner: &Owner, negated: bool) -> String {
+    let (key, id) = match owner {
+        Owner::Uid(id) => ("skuid", id),
+        Owner::Gid(id) => ("skgid", id),
+    };
+    if negated {
+        format!("{key} != {id}")
+    } else {
+        format!("{key} {id}")
+    }
+}
+
+fn udp_port(port: UdpPortMatch) -> String {
+    match port {
+        UdpPortMatch::Destination(p) => format!("udp dport {p}"),
+        UdpPortMatch::Source(p) => format!("udp sport {p}"),
+    }
+}
+
+fn body(kind: &RuleKind) -> String {
+    match kind {
+        RuleKind::Always(v) => format!("counter {}", verdict(*v)),
+        RuleKind::InInterface { iface, verdict: v } => format!("iifname {iface} counter {}", verdict(*v)),
+        RuleKind::OutInterface { iface, verdict: v } => format!("oifname {iface} counter {}", verdict(*v)),
+        RuleKind::InInterfaceToDestination { iface, destination, verdict: v } => {
+            format!("iifname {iface} {} daddr {destination} counter {}", l3(destination), verdict(*v))
+        }
+        RuleKind::InvalidState(v) => format!("meta l4proto tcp ct state invalid counter {}", verdict(*v)),
+        RuleKind::Tcp(v) => format!("meta l4proto tcp counter {}", verdict(*v)),
+        RuleKind::TcpPort { port, verdict: v } => {
+            format!("meta l4proto tcp tcp dport {} counter {}", port.nft(), verdict(*v))
+        }
+        RuleKind::OutboundPort { proto, port, verdict: v } => {
+            format!("{} dport {} counter {}", proto.name(), port.nft(), verdict(*v))
+        }
+        RuleKind::RedirectTcp(port) => format!("meta l4proto tcp counter redirect to :{port}"),
+        RuleKind::SetMark(mark) => format!("counter meta mark set {mark}"),
+        RuleKind::Tproxy { not_destination, port, mark } => {
+            let family = l3(not_destination);
+            format!(
+                "meta l4proto tcp {family} daddr != {not_destination} tproxy {family} to :{port} meta mark set {mark} counter accept"
+            )
+        }
+        RuleKind::TcpEstablished { port, verdict: v } => {
+            let port = port.map(|p| format!("tcp dport {} ", p.nft())).unwrap_or_default();
+            format!("meta l4proto tcp ct state related,established {port}counter {}", verdict(*v))
+        }
+        RuleKind::LoopbackOutFrom { source, verdict: v } => {
+            format!("oifname lo {} saddr {source} counter {}", l3(source), verdict(*v))
+        }
+        RuleKind::ProxyLoopbackToInbound { owner: o, not_destination, tunnel_port, exclude_dns, verdict: v } => {
+            let ports = if *exclude_dns { format!("{{ {DNS_PORT}, {tunnel_port} }}") } else { tunnel_port.to_string() };
+            format!(
+                "oifname lo meta l4proto tcp {} daddr != {not_destination} tcp dport != {ports} {} counter {}",
+                l3(not_destination),
+                owner(o, false),
+                verdict(*v)
+            )
+        }
+        RuleKind::LoopbackNotOwner { owner: o, exclude_dns, verdict: v } => {
+            let dns = if *exclude_dns { format!("meta l4proto tcp tcp dport != {DNS_PORT} ") } else { String::new() };
+            format!("oifname lo {dns}{} counter {}", owner(o, true), verdict(*v))
+        }
+        RuleKind::OwnerIs { owner: o, verdict: v } => format!("{} counter {}", owner(o, false), verdict(*v)),
+        RuleKind::NotInGroups { groups, verdict: v } => {
+            let mut text = String::new();
+            for group in groups {
+                let _ = write!(text, "{} ", owner(&Owner::Gid(group.clone()), true));
+            }
+            format!("{text}counter {}", verdict(*v))
+        }
+        RuleKind::DnsRedirect { proto, server } => {
+            let redirect = format!("counter redirect to :{AGENT_DNS_PORT}");
+            match (server, proto) {
+                (Some(addr), _) => {
+                    let (family, host) = host(addr);
+                    format!("{family} daddr {host} {} dport {DNS_PORT} {redirect}", proto.name())
+                }
+                (None, Proto::Tcp) => format!("meta l4proto tcp tcp dport {DNS_PORT} {redirect}"),
+                (None, Proto::Udp) => format!("udp dport {DNS_PORT} {redirect}"),
+            }
+        }
+        RuleKind::UdpOwnerZone { port, owner: o, zone } => {
+            format!("{} meta {} counter ct zone set {zone}", udp_port(*port), owner(o, false))
+        }
+        RuleKind::UdpServerZone { port, server, zone } => {
+            let server = match server {
+                ServerMatch::Any => String::new(),
+                ServerMatch::Destination(addr) => {
+                    let (family, host) = host(addr);
+                    format!("{family} daddr {host} ")
+                }
+                ServerMatch::Source(addr) => {
+                    let (family, host) = host(addr);
+                    format!("{family} saddr {host} ")
+                }
+            };
+            format!("{} {server}counter ct zone set {zone}", udp_port(*port))
+        }
+        RuleKind::Destination { destination, verdict: v } => {
+            format!("{} daddr {destination} counter {}", l3(destination), verdict(*v))
+        }
+        RuleKind::SaveMark(mark) => format!("meta l4proto tcp mark {mark} counter ct mark set mark"),
+        RuleKind::LoopbackOutMarked { mark, verdict: v } => {
+            format!("oifname lo meta l4proto tcp mark {mark} counter {}", verdict(*v))
+        }
+        RuleKind::MarkProxyLoopback { owner: o, not_destination, mark } => format!(
+            "oifname lo meta l4proto tcp {} daddr != {not_destination} {} counter meta mark set {mark}",
+            l3(not_destination),
+            owner(o, false)
+        ),
+        RuleKind::RestoreMark(mark) => format!("meta l4proto tcp ct mark {mark} counter meta mark set ct mark"),
+        RuleKind::TcpMarked { mark, verdict: v } => format!("meta l4proto tcp mark {mark} counter {}", verdict(*v)),
+        RuleKind::LoopbackInFrom { source, verdict: v } => {
+            format!("iifname lo meta l4proto tcp {} saddr {source} counter {}", l3(source), verdict(*v))
+        }
+        RuleKind::LoopbackInNotMarked { mark, verdict: v } => {
+            format!("iifname lo meta l4proto tcp mark != {mark} counter {}", verdict(*v))
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Proves the kernel test harness (tests/support) against hand-written
+//! rules, independently of the istio-iptables binary: if these fail, the
+//! harness or the machine is at fault, not the rules generator.
+//!
+//! Needs root; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use support::{
+    connect_as, send_udp_as, Backend, Client, Listener, Netns, Topology, TopologyOptions,
+    UdpListener, APP_GID, APP_UID, PEER_ROUTED_V4, PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
+};
+
+const OUTBOUND_PORT: u16 = 15001;
+const INBOUND_PORT: u16 = 15006;
+const DNS_PORT: u16 = 15053;
+const REMOTE_PORT: u16 = 8080;
+const APP_PORT: u16 = 9080;
+
+/// Sidecar-style capture: everything the app (not the proxy) sends goes to
+/// 15001, inbound traffic to the app port goes to 15006.
+const REDIRECT_RULES: &str = "\
+*nat
+-A PREROUTING -p tcp --dport 9080 -j REDIRECT --to-ports 15006
+-A OUTPUT -p tcp -m owner ! --uid-owner 1337 -j REDIRECT --to-ports 15001
+COMMIT
+";
+
+const DNS_RULES: &str = "\
+*nat
+-A OUTPUT -p udp --dport 53 -m owner ! --uid-owner 1337 -j REDIRECT --to-ports 15053
+COMMIT
+";
+
+const TPROXY_RULES: &str = "\
+*mangle
+-A PREROUTING -p tcp --dport 9080 -j TPROXY --on-port 15006 --tproxy-mark 1337/0xffffffff
+COMMIT
+";
+
+fn unspecified(ipv6: bool) -> IpAddr {
+    if ipv6 {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    }
+}
+
+fn topology(ipv6: bool) -> Topology {
+    Topology::new(if ipv6 { TopologyOptions::ipv6_only() } else { TopologyOptions::ipv4() })
+}
+
+fn require(backend: Backend, ipv6: bool) -> bool {
+    support::require_programs_or_skip(&[&backend.restore(ipv6), &backend.save(ipv6)])
+}
+
+fn restore(ns: &Netns, backend: Backend, ipv6: bool, script: &str) {
+    support::iptables_restore(ns, &backend.restore(ipv6), script)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn netns_is_deleted_on_drop() {
+    if !support::require_root_or_skip() {
+        return;
+    }
+    let ns = Netns::new("drop");
+    let name = ns.name().to_owned();
+    assert!(ns.path().exists());
+    drop(ns);
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(!listed.lines().any(|line| line.split_whitespace().next() == Some(&name)), "{listed}");
+}
+
+#[test]
+fn run_as_switches_only_the_worker_thread() {
+    if !support::require_root_or_skip() {
+        return;
+    }
+    let ns = Netns::new("creds");
+    let (uid, gid, groups) = ns.run_as(APP_UID, APP_GID, || {
+        (nix::unistd::getuid(), nix::unistd::getgid(), nix::unistd::getgroups().expect("getgroups"))
+    });
+    assert_eq!((uid.as_raw(), gid.as_raw()), (APP_UID, APP_GID));
+    assert!(groups.is_empty(), "supplementary groups kept: {groups:?}");
+    assert!(nix::unistd::getuid().is_root(), "the test thread must stay root");
+}
+
+fn redirect_capture(backend: Backend, ipv6: bool) {
+    if !require(backend, ipv6) {
+        return;
+    }
+    let net = topology(ipv6);
+    let (app_ip, peer_ip) = (net.app_ip(), net.peer_ip());
+    let any = unspecified(ipv6);
+    let remote = Listener::tcp(&net.peer, any, REMOTE_PORT);
+    let outbound = Listener::tcp(&net.app, any, OUTBOUND_PORT);
+    let inbound = Listener::tcp(&net.app, any, INBOUND_PORT);
+    restore(&net.app, backend, ipv6, REDIRECT_RULES);
+
+    let saved = support::iptables_save(&net.app, &backend.save(ipv6));
+    assert!(saved.contains("--to-ports 15001"), "{saved}");
+
+    // The app's traffic is captured, and the proxy can recover where it
+    // was going.
+    let app = connect_as(&net.app, APP_UID, APP_GID, (peer_ip, REMOTE_PORT)).expect("app connect");
+    assert_eq!(app.response, outbound.label());
+    assert_eq!(app.peer, SocketAddr::new(peer_ip, REMOTE_PORT), "client sees the original peer");
+    let captured = outbound.next();
+    assert_eq!(captured.original_dst, Some(SocketAddr::new(peer_ip, REMOTE_PORT)));
+    assert_eq!(captured.peer.ip(), app_ip);
+    assert_eq!(captured.payload, format!("hello from uid {APP_UID}").as_bytes());
+
+    // The proxy's own traffic is not.
+    let proxy = connect_as(&net.app, PROXY_UID, PROXY_GID, (peer_ip, REMOTE_PORT)).expect("proxy connect");
+    assert_eq!(proxy.response, remote.label());
+    let direct = remote.next();
+    assert_eq!(direct.peer.ip(), app_ip);
+    assert_eq!(direct.original_dst, None);
+
+    // Inbound connections to the app port land on the inbound listener.
+    let incoming = Client::new(&net.peer).tcp((app_ip, APP_PORT)).expect("inbound connect");
+    assert_eq!(incoming.response, inbound.label());
+    let accepted = inbound.next();
+    assert_eq!(accepted.original_dst, Some(SocketAddr::new(app_ip, APP_PORT)));
+    assert_eq!(accepted.peer.ip(), peer_ip);
+    outbound.assert_idle(Duration::ZERO);
+}
+
+#[test]
+fn redirect_capture_v4_legacy() {
+    redirect_capture(Backend::Legacy, false);
+}
+
+#[test]
+fn redirect_capture_v4_nft() {
+    redirect_capture(Backend::Nft, false);
+}
+
+#[test]
+fn redirect_capture_v6_legacy() {
+    redirect_capture(Backend::Legacy, true);
+}
+
+#[test]
+fn redirect_capture_v6_nft() {
+    redirect_capture(Backend::Nft, true);
+}
+
+fn dns_capture(backend: Backend) {
+    if !require(backend, false) {
+        return;
+    }
+    let net = topology(false);
+    let peer_ip = net.peer_ip();
+    let any = unspecified(false);
+    let resolver = UdpListener::bind(&net.peer, any, 53);
+    let agent = UdpListener::bind(&net.app, any, DNS_PORT);
+    restore(&net.app, backend, false, DNS_RULES);
+
+    // Conntrack rewrites the answer's source back to the resolver, so the
+    // connected client socket accepts it.
+    let app = send_udp_as(&net.app, APP_UID, APP_GID, (peer_ip, 53)).expect("app query");
+    assert_eq!(app.response.as_deref(), Some(agent.label()));
+    let query = agent.next();
+    assert_eq!(query.payload, format!("hello from uid {APP_UID}").as_bytes());
+    // Locally generated packets are REDIRECTed to the loopback address.
+    assert_eq!(query.dst, Some(SocketAddr::from((Ipv4Addr::LOCALHOST, DNS_PORT))));
+
+    let proxy = send_udp_as(&net.app, PROXY_UID, PROXY_GID, (peer_ip, 53)).expect("proxy query");
+    assert_eq!(proxy.response.as_deref(), Some(resolver.label()));
+    assert_eq!(resolver.next().dst, Some(SocketAddr::new(peer_ip, 53)));
+}
+
+#[test]
+fn dns_capture_legacy() {
+    dns_capture(Backend::Legacy);
+}
+
+#[test]
+fn dns_capture_nft() {
+    dns_capture(Backend::Nft);
+}
+
+/// TPROXY delivers to a transparent listener without rewriting the
+/// destination, so even a destination the app does not own shows up as the
+/// accepted socket's local address.
+fn tproxy_capture(backend: Backend, ipv6: bool) {
+    if !require(backend, ipv6) {
+        return;
+    }
+    let net = topology(ipv6);
+    let family = if ipv6 { "-6" } else { "-4" };
+    let inbound = Listener::tcp_transparent(&net.app, unspecified(ipv6), INBOUND_PORT);
+    if let Err(e) = support::iptables_restore(&net.app, &backend.restore(ipv6), TPROXY_RULES) {
+        support::skip_or_fail(&format!("TPROXY unavailable: {e}"));
+        return;
+    }
+    // Marked packets are routed to the local stack whatever their
+    // destination.
+    net.app.exec_ok("ip", [family, "rule", "add", "fwmark", "1337", "lookup", "133"]);
+    net.app.exec_ok("ip", [family, "route", "add", "local", "default", "dev", "lo", "table", "133"]);
+    assert!(support::ip_rule_list(&net.app, ipv6).contains("lookup 133"));
+
+    let foreign: IpAddr = if ipv6 { PEER_ROUTED_V6.into() } else { PEER_ROUTED_V4.into() };
+    for dst in [net.app_ip(), foreign] {
+        let exchange = Client::new(&net.peer).tcp((dst, APP_PORT)).expect("inbound connect");
+        assert_eq!(exchange.response, inbound.label());
+        let accepted = inbound.next();
+        assert_eq!(accepted.local, SocketAddr::new(dst, APP_PORT));
+        assert_eq!(accepted.peer.ip(), net.peer_ip());
+        assert_eq!(accepted.original_dst, None, "TPROXY does not NAT");
+    }
+}
+
+#[test]
+fn tproxy_capture_v4_legacy() {
+    tproxy_capture(Backend::Legacy, false);
+}
+
+#[test]
+fn tproxy_capture_v4_nft() {
+    tproxy_capture(Backend::Nft, false);
+}
+
+#[test]
+fn tproxy_capture_v6_nft() {
+    tproxy_capture(Backend::Nft, true);
+}
+
+/// Envoy's inbound passthrough connects to the app from 127.0.0.6.
+#[test]
+fn client_can_bind_a_source_address() {
+    if !support::require_root_or_skip() {
+        return;
+    }
+    let net = topology(false);
+    let app_ip = net.app_ip();
+    let server = Listener::tcp(&net.app, app_ip, APP_PORT);
+    let source: IpAddr = Ipv4Addr::new(127, 0, 0, 6).into();
+    let exchange = Client::new(&net.app)
+        .user(PROXY_UID, PROXY_GID)
+        .source(source)
+        .tcp((app_ip, APP_PORT))
+        .expect("connect from 127.0.0.6");
+    assert_eq!(exchange.local.ip(), source);
+    assert_eq!(server.next().peer.ip(), source);
+}
+
+#[test]
+fn refused_connections_are_reported() {
+    if !support::require_root_or_skip() {
+        return;
+    }
+    let net = topology(false);
+    let error = connect_as(&net.app, APP_UID, APP_GID, (net.peer_ip(), REMOTE_PORT))
+        .expect_err("nothing listens on the peer");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+}

@@ -1,0 +1,119 @@
+//! Kernel test harness shared by the integration tests that exercise real
+//! netfilter rules.
+//!
+//! Everything happens inside network namespaces created (and deleted, even on
+//! panic) by this module: the host namespace's rules, routes and addresses are
+//! never touched. The building blocks are:
+//!
+//! * [`Netns`]: a named namespace (`ip netns add`) with helpers to run commands
+//!   or Rust closures inside it;
+//! * [`Topology`]: an "app" and a "peer" namespace joined by a veth pair;
+//! * [`Listener`] / [`UdpListener`]: sockets that record what they receive,
+//!   including `SO_ORIGINAL_DST` and transparent-proxy local addresses;
+//! * [`Client`]: connections / datagrams sent as a chosen uid/gid;
+//! * netfilter inspection helpers ([`Backend`], [`iptables_save`], ...).
+//!
+//! Tests start with `if !support::require_root_or_skip() { return; }`.
+
+// Each test crate compiles this module separately and uses only a subset of
+// it; without this every crate would warn about the parts it does not use.
+#![allow(dead_code, unused_imports)]
+
+mod client;
+mod listener;
+mod netfilter;
+mod netns;
+mod sys;
+mod topology;
+
+use std::env;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub use client::{connect_as, send_udp_as, Client, TcpExchange, UdpExchange};
+pub use listener::{Accepted, Datagram, Listener, UdpListener};
+pub use netfilter::{
+    ip_route_list, ip_rule_list, iptables_restore, iptables_save, nft_list_ruleset,
+    normalize_save, Backend,
+};
+pub use netns::Netns;
+pub use topology::{Topology, TopologyOptions, PEER_ROUTED_V4, PEER_ROUTED_V6};
+
+/// Environment variable controlling what happens when prerequisites are
+/// missing: `require` (set by CI) turns a skip into a failure.
+pub const KERNEL_TESTS_ENV: &str = "ISTIO_IPTABLES_KERNEL_TESTS";
+
+/// Default bound for anything that waits on the kernel (connects, records).
+pub const WAIT: Duration = Duration::from_secs(3);
+
+/// The well-known Istio identities used throughout the tests.
+pub const PROXY_UID: u32 = 1337;
+pub const PROXY_GID: u32 = 1337;
+pub const APP_UID: u32 = 1000;
+pub const APP_GID: u32 = 1000;
+
+/// Returns true when kernel tests can run (root, working `ip netns`).
+///
+/// Otherwise prints `skipping kernel test: <reason>` and returns false, or
+/// panics with the reason when `ISTIO_IPTABLES_KERNEL_TESTS=require`.
+pub fn require_root_or_skip() -> bool {
+    match kernel_support() {
+        Ok(()) => true,
+        Err(reason) => skip_or_fail(reason),
+    }
+}
+
+/// Like [`require_root_or_skip`] and additionally requires every program in
+/// `programs` to be installed (e.g. `iptables-nft-restore`).
+pub fn require_programs_or_skip(programs: &[&str]) -> bool {
+    if !require_root_or_skip() {
+        return false;
+    }
+    match programs.iter().find(|p| find_program(p).is_none()) {
+        None => true,
+        Some(missing) => skip_or_fail(&format!("program `{missing}` not found")),
+    }
+}
+
+/// Skips (returns false) or fails the current test, depending on
+/// [`KERNEL_TESTS_ENV`]. Use it for test-specific prerequisites, such as a
+/// netfilter extension the kernel lacks.
+pub fn skip_or_fail(reason: &str) -> bool {
+    if env::var(KERNEL_TESTS_ENV).as_deref() == Ok("require") {
+        panic!("kernel test prerequisites missing ({KERNEL_TESTS_ENV}=require): {reason}");
+    }
+    eprintln!("skipping kernel test: {reason}");
+    false
+}
+
+/// Looks a program up in `PATH`, plus the sbin directories that are often
+/// missing from a non-login `PATH` but hold `ip` and `iptables`.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Checked once per test binary: creating a namespace is the only reliable
+/// test (containers may be root without CAP_SYS_ADMIN, or lack /run/netns).
+fn kernel_support() -> Result<(), &'static str> {
+    static SUPPORT: OnceLock<Result<(), String>> = OnceLock::new();
+    SUPPORT
+        .get_or_init(|| {
+            if !nix::unistd::geteuid().is_root() {
+                return Err("not running as root".to_owned());
+            }
+            if find_program("ip").is_none() {
+                return Err("`ip` (iproute2) not found".to_owned());
+            }
+            Netns::try_new("probe")
+                .map(drop)
+                .map_err(|e| format!("`ip netns add` does not work here: {e}"))
+        })
+        .as_ref()
+        .map_err(String::as_str)
+        .copied()
+}
