@@ -37,6 +37,13 @@ where
     };
     let level = logging::parse_output_level(flags.string(FlagId::LogOutputLevel))?;
     logging::init(level, flags.bool(FlagId::LogAsJson));
+    // Before the configuration is loaded: IPv6 detection reads the interface addresses of the
+    // namespace it runs in. A dry run changes nothing, so it stays where it is (and needs no
+    // privilege).
+    let namespace = flags.string(FlagId::NetworkNamespace);
+    if !namespace.is_empty() && !flags.bool(FlagId::DryRun) {
+        exec::netns::enter(std::path::Path::new(namespace))?;
+    }
     let config = Config::load(&flags, env, &HostPaths::default())?;
     exec::execute(&config, stdout)
 }
@@ -44,7 +51,5 @@ where
 /// The process environment as the configuration stage reads it (non-UTF-8 values are kept
 /// lossily, and then rejected by validation wherever they would reach a rule).
 pub fn process_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-        .collect()
+    std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect()
 }

@@ -1,7 +1,11 @@
 //! The last stage: print the rendered rules (dry-run) or apply them.
 
 mod dry_run;
+mod iptables;
+mod netlink;
+pub mod netns;
 mod report;
+pub mod routes;
 
 use std::io::Write;
 
@@ -27,7 +31,11 @@ pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
     match (config.dry_run, config.native_nftables) {
         (true, false) => dry_run::iptables(config, &plan, stdout),
         (true, true) => dry_run::nftables(config, &plan, stdout),
-        (false, _) => {
+        (false, false) => {
+            iptables::apply(config, &plan)?;
+            routes::configure(config)
+        }
+        (false, true) => {
             Err(Error::Apply("applying rules for real is not available in this build yet; use --dry-run".to_string()))
         }
     }

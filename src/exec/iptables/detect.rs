@@ -1,0 +1,125 @@
+//! Which iptables flavour owns a family's rules (`apply.md` §2), decided without writing to
+//! the kernel.
+//!
+//! Upstream probes each candidate by appending and deleting a rule in `nat INPUT`. With legacy
+//! that instantiates an (empty) legacy `nat` table, and its "does legacy have rules?" test counts
+//! `-save` lines, so the next run in the same namespace picks legacy even though the rules live
+//! in nft (upstream #61019). Here each candidate is only *read* with its `-save`: a `-save`
+//! that runs is the kernel-support test, legacy wins only if it holds real rules (`-A` lines,
+//! as upstream's later fix counts), and the output read for nothing else becomes the state the
+//! run starts from, so detection costs no extra process on the common path.
+
+use crate::config::IptablesBackend;
+use crate::plan::Family;
+
+use super::commands::{CommandError, Runner, Tool, Variant, Version};
+
+/// The chosen tool and its `-save` output at detection time.
+#[derive(Debug)]
+pub(crate) struct Detected {
+    pub tool: Tool,
+    pub saved: String,
+}
+
+fn prefix(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "iptables",
+        Family::V6 => "ip6tables",
+    }
+}
+
+/// Whether `-save` output holds at least one rule. Chain headers alone do not count: a table
+/// that something merely touched (upstream's probe, a `-L`) is not a ruleset.
+pub(crate) fn has_rules(saved: &str) -> bool {
+    saved.lines().any(|line| line.starts_with("-A "))
+}
+
+/// Detects the tool for `family`, or explains why none works.
+pub(crate) fn detect(family: Family, forced: Option<IptablesBackend>, runner: &Runner) -> Result<Detected, String> {
+    let mut detected = choose(family, forced, runner)?;
+    // The lock argument depends on the legacy version. A non-empty dump names it in its header;
+    // otherwise ask, which costs a process only for legacy on an empty ruleset.
+    let tool = &mut detected.tool;
+    if tool.version.is_none() && (tool.variant == Variant::Legacy || tool.program == prefix(family)) {
+        ask_version(runner, tool);
+    }
+    Ok(detected)
+}
+
+fn choose(family: Family, forced: Option<IptablesBackend>, runner: &Runner) -> Result<Detected, String> {
+    let base = prefix(family);
+    match forced {
+        Some(IptablesBackend::Legacy) => read(runner, family, format!("{base}-legacy"), Variant::Legacy),
+        Some(IptablesBackend::Nft) => read(runner, family, format!("{base}-nft"), Variant::Nft),
+        None => {
+            let mut failures = Vec::new();
+            match read(runner, family, format!("{base}-legacy"), Variant::Legacy) {
+                Ok(legacy) if has_rules(&legacy.saved) => return Ok(legacy),
+                Ok(_) => {}
+                Err(e) => failures.push(e),
+            }
+            match read(runner, family, format!("{base}-nft"), Variant::Nft) {
+                Ok(nft) => return Ok(nft),
+                Err(e) => failures.push(e),
+            }
+            for failure in &failures {
+                tracing::debug!("{failure}");
+            }
+            // Last resort, as upstream: whatever the distribution's `iptables` points to. Its
+            // variant is settled by `--version` (legacy until then).
+            let mut plain = read(runner, family, base.to_string(), Variant::Legacy)?;
+            plain.tool.version = None;
+            Ok(plain)
+        }
+    }
+}
+
+/// Reads `program-save`; the version comes from the dump's header when there is one.
+fn read(runner: &Runner, family: Family, program: String, variant: Variant) -> Result<Detected, String> {
+    let mut tool = Tool { family, program, variant, version: None };
+    let saved = runner.save(&tool).map_err(|e| unusable(&tool, &e))?;
+    tool.version = Version::find_in(saved.lines().next().unwrap_or_default());
+    Ok(Detected { tool, saved })
+}
+
+/// `<program>-save --version`: `iptables-save v1.8.9 (nf_tables)`.
+fn ask_version(runner: &Runner, tool: &mut Tool) {
+    let save = tool.save_program();
+    match runner.run(&save, &["--version"], None, false) {
+        Ok(out) => {
+            if out.contains("nf_tables") {
+                tool.variant = Variant::Nft;
+            }
+            tool.version = Version::find_in(&out);
+            if tool.version.is_none() {
+                tracing::warn!("iptables version {:?} is not a valid version string", out.trim());
+            }
+        }
+        Err(e) if e.stderr.contains("unrecognized option") || e.stderr.contains("unknown option") => {
+            tracing::warn!(
+                binary = tool.program.as_str(),
+                "found iptables binary {save}, but it does not appear to support the '--version' flag, assuming very old legacy version"
+            );
+        }
+        Err(e) => tracing::warn!("{save} --version failed, assuming an old legacy version: {}", e.xtables_text()),
+    }
+}
+
+fn unusable(tool: &Tool, error: &CommandError) -> String {
+    format!("iptables binary {} has no working kernel support and cannot be used: {error}", tool.program)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rule_lines_count_as_existing_rules() {
+        // What upstream's own probe leaves behind in legacy: headers, no rules.
+        let primed = "# Generated by iptables-save v1.8.9 on Sat Nov 21 2026\n*nat\n:PREROUTING ACCEPT [0:0]\n\
+                      :INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n# Completed\n";
+        assert!(!has_rules(primed));
+        assert!(!has_rules(""));
+        assert!(has_rules("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Applying the plan with iptables (`apply.md` §1.5, §3): detect the tool per family, read the
+//! current state, decide (§3.4), change each family with one restore input, and log the final
+//! state whatever happened.
+//!
+//! Processes per run, default sidecar on a fresh pod: `iptables-legacy-save` and
+//! `iptables-nft-save` (detection, the second doubling as the state read), one
+//! `iptables-nft-restore`, one final `iptables-nft-save`. A rerun with nothing to change: the two
+//! saves and one restore of `-C` checks; its final state is the state it read.
+
+mod cleanup;
+mod commands;
+mod detect;
+mod state;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::plan::{Family, Plan};
+use crate::render::iptables::{render_restore, token_rules, TokenRule};
+
+use cleanup::Steps;
+use commands::{family_label, Runner, Tool};
+use state::{Comparison, Decision, State};
+
+/// One family's tool, plan and state through the run.
+struct FamilyRun {
+    tool: Tool,
+    rules: Vec<TokenRule>,
+    restore_text: String,
+    /// `-save` output at the start, and parsed.
+    saved: String,
+    before: State,
+    /// A restore was attempted, so the final state must be read again.
+    touched: bool,
+}
+
+impl FamilyRun {
+    fn label(&self) -> &'static str {
+        self.tool.family_label()
+    }
+}
+
+pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
+    // In CNI mode the lock is scoped to the pod: its network namespace file.
+    let runner = Runner::new(config.network_namespace.clone().filter(|_| config.cni_mode));
+    let mut families = vec![Family::V4];
+    if config.enable_ipv6 {
+        families.push(Family::V6);
+    }
+    let mut runs = Vec::new();
+    for family in families {
+        let detected = detect::detect(family, config.force_iptables_binary, &runner).map_err(|e| {
+            tracing::error!("did not find a working iptables binary for {}: {e}", family_label(family));
+            Error::Apply(e)
+        })?;
+        let rules = token_rules(plan, family);
+        let restore_text = render_restore(&rules);
+        runs.push(FamilyRun {
+            before: State::parse(&detected.saved),
+            saved: detected.saved,
+            tool: detected.tool,
+            rules,
+            restore_text,
+            touched: false,
+        });
+    }
+    let result = run(config, &runner, &mut runs);
+    log_final_state(&runner, &runs);
+    result
+}
+
+fn run(config: &Config, runner: &Runner, runs: &mut [FamilyRun]) -> Result<()> {
+    let (residue, delta) = verify(runner, runs);
+    let flags = state::Flags {
+        reconcile: config.reconcile,
+        cleanup_only: config.cleanup_only,
+        force_apply: config.force_apply,
+    };
+    let decision = state::decide(residue, delta, flags);
+    if residue && delta && !flags.reconcile {
+        tracing::info!("reconcile is recommended but no-reconcile flag is set. Unexpected behavior may occur due to preexisting iptables rules");
+    }
+    if decision.guardrails {
+        tracing::info!("Setting up guardrails");
+    }
+    if decision.cleanup {
+        tracing::info!("Performing cleanup of existing iptables");
+    }
+    if decision.apply {
+        tracing::info!("Applying iptables chains and rules");
+    }
+    for index in 0..runs.len() {
+        if let Err(err) = change(runner, &mut runs[index], decision) {
+            rollback(runner, &runs[..=index]);
+            return Err(err);
+        }
+    }
+    if decision.guardrails {
+        tracing::info!("Removing guardrails");
+    }
+    if decision.apply && !delta && flags.force_apply {
+        tracing::warn!("The forced apply of iptables changes succeeded despite the presence of conflicting rules or chains. If you encounter this message, please consider reporting it as an issue.");
+    }
+    Ok(())
+}
+
+/// §3.2–3.3: the global (residue, delta) verdict, logged as upstream does.
+fn verify(runner: &Runner, runs: &[FamilyRun]) -> (bool, bool) {
+    let (mut residue, mut delta) = (false, false);
+    for run in runs {
+        let planned = !run.rules.is_empty();
+        let has_residue = run.before.has_entries();
+        let family_delta = match state::compare(&State::parse(&run.restore_text), &run.before) {
+            Comparison::Clean => planned,
+            Comparison::Differs => true,
+            Comparison::NeedsRuleCheck => !rules_present(runner, run),
+        };
+        if has_residue && !planned {
+            tracing::info!("Ignoring residues because no rules are planned for {}", run.label());
+        }
+        residue |= has_residue && planned;
+        delta |= family_delta;
+    }
+    if !residue {
+        tracing::info!("Clean-state detected, new iptables are needed");
+        return (false, true);
+    }
+    if delta {
+        tracing::info!("Found residues of old iptables rules/chains, reconciliation is recommended");
+    } else {
+        tracing::info!("Found compatible residues of old iptables rules/chains, reconciliation not needed");
+    }
+    (residue, delta)
+}
+
+/// Upstream's `-C` checks, all in one restore input.
+fn rules_present(runner: &Runner, run: &FamilyRun) -> bool {
+    match runner.restore(&run.tool, &state::check_input(&run.rules)) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("Ignoring iptables command error: {}", e.xtables_text());
+            false
+        }
+    }
+}
+
+/// Cleanup and/or apply for one family, as one restore input.
+fn change(runner: &Runner, run: &mut FamilyRun, decision: Decision) -> Result<()> {
+    let steps = Steps {
+        remove: decision.cleanup.then_some(&run.before),
+        guard: decision.guardrails.then_some(&run.before),
+        apply: decision.apply.then_some(run.restore_text.as_str()),
+    };
+    let batch = cleanup::compose(steps, &run.rules);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let input = batch.render();
+    tracing::info!(
+        "Running iptables restore with: {} and the following input:\n{}",
+        run.tool.restore_program(),
+        input.trim()
+    );
+    run.touched = true;
+    runner.restore(&run.tool, &input).map_err(|e| {
+        tracing::error!("Command error: {}", e.xtables_text());
+        Error::Apply(format!("{} restore of the {} rules failed: {e}", run.tool.program, run.label()))
+    })
+}
+
+/// After a failed restore in the last of `runs`: undo what this run changed in every family
+/// so far (the failed one may have committed some tables), so no family stays half-captured
+/// while another has nothing. State that existed before the run is left alone.
+fn rollback(runner: &Runner, runs: &[FamilyRun]) {
+    for run in runs.iter().filter(|run| run.touched) {
+        let after = match runner.save(&run.tool) {
+            Ok(saved) => State::parse(&saved),
+            Err(e) => {
+                tracing::error!("cannot read {} state to roll back: {}", run.label(), e.xtables_text());
+                continue;
+            }
+        };
+        let undo = cleanup::undo(&run.before, &after);
+        if undo.is_empty() {
+            continue;
+        }
+        let input = undo.render();
+        tracing::warn!("Rolling back the {} changes of this run with:\n{}", run.label(), input.trim());
+        if let Err(e) = runner.restore(&run.tool, &input) {
+            tracing::error!("Command error: {}", e.xtables_text());
+        }
+    }
+}
+
+/// `Final iptables state (IPv4):` and the dump; an untouched family's dump is the one read at
+/// the start (nothing changed it since).
+fn log_final_state(runner: &Runner, runs: &[FamilyRun]) {
+    for run in runs {
+        let saved = if run.touched { runner.save(&run.tool).ok() } else { Some(run.saved.clone()) };
+        if let Some(saved) = saved {
+            tracing::info!("Final iptables state ({}):\n{saved}", run.label());
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Addresses and policy routing that the rules rely on (`apply.md` §4), over netlink:
+//!
+//! - `::6/128` on `lo` when IPv6 is on: the inbound passthrough source of IPv6 (`127.0.0.6`'s
+//!   counterpart, already in 127/8 for IPv4);
+//! - TPROXY with inbound ports: packets carrying the TPROXY mark are looked up in a table whose
+//!   default route is `local` on `lo`, so they are delivered to the transparent listener
+//!   whatever their destination.
+//!
+//! Unlike upstream, a rerun adds no second `ip rule` (the kernel accepts identical rules at new
+//! priorities, so existing rules are listed first).
+
+use std::net::Ipv6Addr;
+
+use nix::errno::Errno;
+use nix::libc;
+
+use super::netlink::{self, Message, Socket};
+use crate::config::{Config, InboundPorts};
+use crate::error::{Error, Result};
+
+const FR_ACT_TO_TBL: u8 = 1;
+const FRA_FWMARK: u16 = 10;
+const FRA_TABLE: u16 = 15;
+const FRA_FWMASK: u16 = 16;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const RTA_OIF: u16 = 4;
+const RTA_TABLE: u16 = 15;
+const RTN_LOCAL: u8 = 2;
+const RT_SCOPE_HOST: u8 = 254;
+const RTPROT_BOOT: u8 = 3;
+/// Tables above 255 do not fit the header byte; the attribute carries them.
+const RT_TABLE_UNSPEC: u8 = 0;
+/// `fib_rule_hdr` and `rtmsg` are both 12 bytes.
+const RULE_HEADER_LEN: usize = 12;
+
+/// Configures the address and routes the configuration needs in the current network namespace.
+/// Errors read `failed to configure routes: …`.
+pub fn configure(config: &Config) -> Result<()> {
+    let wrap = |e: String| Error::Apply(format!("failed to configure routes: {e}"));
+    let tproxy = config.is_tproxy() && config.inbound_ports != InboundPorts::None;
+    if !config.enable_ipv6 && !tproxy {
+        return Ok(());
+    }
+    let mut socket = Socket::open().map_err(|e| wrap(format!("failed to open a netlink socket: {e}")))?;
+    let lo = nix::net::if_::if_nametoindex("lo").map_err(|e| wrap(format!("failed to find 'lo' link: {e}")))?;
+    if config.enable_ipv6 {
+        add_passthrough_address(&mut socket, lo).map_err(wrap)?;
+        tracing::info!("Added ::6 address on the loopback iface");
+    }
+    if tproxy {
+        let mut families = vec![libc::AF_INET as u8];
+        if config.enable_ipv6 {
+            families.push(libc::AF_INET6 as u8);
+        }
+        for family in families {
+            ensure_mark_rule(&mut socket, family, config.tproxy_mark, config.tproxy_route_table).map_err(wrap)?;
+            add_local_default_route(&mut socket, family, config.tproxy_route_table, lo).map_err(wrap)?;
+        }
+    }
+    Ok(())
+}
+
+/// `ip -6 addr add ::6/128 dev lo`; already present is fine.
+fn add_passthrough_address(socket: &mut Socket, lo: u32) -> std::result::Result<(), String> {
+    let address = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6).octets();
+    let mut header = vec![libc::AF_INET6 as u8, 128, 0, 0];
+    header.extend_from_slice(&lo.to_ne_bytes());
+    let message = Message::new(&header).attr(IFA_LOCAL, &address).attr(IFA_ADDRESS, &address);
+    match socket.create(netlink::RTM_NEWADDR, &message) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(format!("failed to add IPv6 inbound address: {e}")),
+    }
+}
+
+fn rule_header(family: u8, table: u32) -> [u8; RULE_HEADER_LEN] {
+    let table_byte = u8::try_from(table).unwrap_or(RT_TABLE_UNSPEC);
+    [family, 0, 0, 0, table_byte, 0, 0, FR_ACT_TO_TBL, 0, 0, 0, 0]
+}
+
+/// `ip rule add fwmark MARK lookup TABLE`, unless an equivalent rule exists.
+fn ensure_mark_rule(socket: &mut Socket, family: u8, mark: u32, table: u32) -> std::result::Result<(), String> {
+    let request = Message::new(&rule_header(family, 0));
+    let rules =
+        socket.dump(netlink::RTM_GETRULE, &request).map_err(|e| format!("failed to list netlink rules: {e}"))?;
+    let exists = rules.iter().filter(|r| r.kind == netlink::RTM_NEWRULE).any(|rule| is_mark_rule(rule, mark, table));
+    if exists {
+        return Ok(());
+    }
+    let message = Message::new(&rule_header(family, table)).attr_u32(FRA_FWMARK, mark).attr_u32(FRA_TABLE, table);
+    match socket.create(netlink::RTM_NEWRULE, &message) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(format!("failed to configure netlink rule: {e}")),
+    }
+}
+
+/// A rule that sends exactly `fwmark MARK` (full mask, no other selector) to `table`.
+fn is_mark_rule(rule: &netlink::Reply, mark: u32, table: u32) -> bool {
+    let header = &rule.body;
+    if header.len() < RULE_HEADER_LEN || header[1] != 0 || header[2] != 0 || header[7] != FR_ACT_TO_TBL {
+        return false;
+    }
+    let (mut rule_mark, mut rule_mask, mut rule_table) = (None, u32::MAX, u32::from(header[4]));
+    let mut other_selector = false;
+    for (kind, data) in rule.attrs(RULE_HEADER_LEN) {
+        match kind {
+            FRA_FWMARK => rule_mark = netlink::read_u32(data),
+            FRA_FWMASK => rule_mask = netlink::read_u32(data).unwrap_or(0),
+            FRA_TABLE => rule_table = netlink::read_u32(data).unwrap_or(rule_table),
+            // interface names, sources/destinations, ports, uid ranges, protocol
+            1 | 2 | 3 | 17 | 20 | 22 | 23 | 24 => other_selector = true,
+            _ => {}
+        }
+    }
+    rule_mark == Some(mark) && rule_mask == u32::MAX && rule_table == table && !other_selector
+}
+
+/// `ip [-6] route add local default dev lo table TABLE`; already present is fine.
+fn add_local_default_route(socket: &mut Socket, family: u8, table: u32, lo: u32) -> std::result::Result<(), String> {
+    let table_byte = u8::try_from(table).unwrap_or(RT_TABLE_UNSPEC);
+    let header = [family, 0, 0, 0, table_byte, RTPROT_BOOT, RT_SCOPE_HOST, RTN_LOCAL, 0, 0, 0, 0];
+    let message = Message::new(&header).attr_u32(RTA_TABLE, table).attr_u32(RTA_OIF, lo);
+    match socket.create(netlink::RTM_NEWROUTE, &message) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(format!("failed to add route: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dumped rule has the same layout as a request body.
+    fn rule(header: [u8; RULE_HEADER_LEN], attrs: &[(u16, u32)]) -> netlink::Reply {
+        let message = attrs.iter().fold(Message::new(&header), |m, (kind, value)| m.attr_u32(*kind, *value));
+        netlink::Reply { kind: netlink::RTM_NEWRULE, body: message.into_bytes() }
+    }
+
+    #[test]
+    fn recognises_only_the_plain_mark_rule() {
+        let ipv4 = libc::AF_INET as u8;
+        assert!(is_mark_rule(&rule(rule_header(ipv4, 133), &[(FRA_FWMARK, 1337), (FRA_TABLE, 133)]), 1337, 133));
+        assert!(!is_mark_rule(&rule(rule_header(ipv4, 133), &[(FRA_FWMARK, 1338), (FRA_TABLE, 133)]), 1337, 133));
+        assert!(!is_mark_rule(&rule(rule_header(ipv4, 134), &[(FRA_FWMARK, 1337), (FRA_TABLE, 134)]), 1337, 133));
+        let masked = [(FRA_FWMARK, 1337), (FRA_FWMASK, 0xff), (FRA_TABLE, 133)];
+        assert!(!is_mark_rule(&rule(rule_header(ipv4, 133), &masked), 1337, 133));
+        let with_iif = [(FRA_FWMARK, 1337), (FRA_TABLE, 133), (3, 0)];
+        assert!(!is_mark_rule(&rule(rule_header(ipv4, 133), &with_iif), 1337, 133));
+        // Large tables live only in the attribute.
+        assert!(is_mark_rule(&rule(rule_header(ipv4, 5000), &[(FRA_FWMARK, 7), (FRA_TABLE, 5000)]), 7, 5000));
+    }
+}
