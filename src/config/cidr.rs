@@ -3,7 +3,7 @@
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::values::split_list;
+use super::values::{split_list, trim_spaces};
 use crate::error::{Error, Result};
 use crate::gocompat;
 
@@ -46,7 +46,7 @@ pub enum OutboundCidrs {
 
 impl OutboundCidrs {
     pub fn parse(setting: &str, raw: &str) -> Result<Self> {
-        if raw.trim() == "*" {
+        if trim_spaces(raw) == "*" {
             return Ok(OutboundCidrs::All);
         }
         CidrLists::parse(setting, raw).map(OutboundCidrs::Only)
@@ -62,7 +62,7 @@ impl OutboundCidrs {
 
 /// The outbound exclude list; upstream rejects `*` here with its own message.
 pub fn parse_exclude(setting: &str, raw: &str) -> Result<CidrLists> {
-    if raw.trim() == "*" {
+    if trim_spaces(raw) == "*" {
         return Err(Error::Config("invalid value for OUTBOUND_IP_RANGES_EXCLUDE".to_string()));
     }
     CidrLists::parse(setting, raw)
