@@ -44,7 +44,5 @@ where
 /// The process environment as the configuration stage reads it (non-UTF-8 values are kept
 /// lossily, and then rejected by validation wherever they would reach a rule).
 pub fn process_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-        .collect()
+    std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect()
 }
