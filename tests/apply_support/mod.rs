@@ -1,0 +1,127 @@
+//! Running the real binary (not a dry run) inside test namespaces, and reading back what it
+//! did. Shared by the kernel apply tests; builds on `tests/support`.
+
+#![allow(dead_code)]
+
+use std::process::Output;
+
+use crate::support::{self, Backend, Netns};
+
+/// The injected sidecar's argv (`apply.md` §7.1), logging at info.
+pub const SIDECAR: [&str; 17] = [
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+];
+
+/// The sidecar argv with some flags replaced or added (`("-m", "TPROXY")`, `("--reconcile", "")`
+/// for a bool flag).
+pub fn sidecar_with(changes: &[(&str, &str)]) -> Vec<String> {
+    let mut args: Vec<String> = SIDECAR.iter().map(|s| s.to_string()).collect();
+    for (flag, value) in changes {
+        match args.iter().position(|a| a == flag) {
+            Some(at) => args[at + 1] = value.to_string(),
+            None if value.is_empty() => args.push(flag.to_string()),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    args
+}
+
+/// How the binary gets its iptables flavour in a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// `--force-iptables-binary legacy|nft`.
+    Forced(Backend),
+    /// Auto-detection; on a fresh namespace that means nft.
+    Detected,
+}
+
+impl Choice {
+    pub const ALL: [Choice; 3] = [Choice::Forced(Backend::Legacy), Choice::Forced(Backend::Nft), Choice::Detected];
+
+    /// The backend whose `-save` shows the rules.
+    pub fn backend(self) -> Backend {
+        match self {
+            Choice::Forced(backend) => backend,
+            Choice::Detected => Backend::Nft,
+        }
+    }
+
+    /// Skips (or fails under `require`) when root, `ip` or the backend's programs are missing.
+    pub fn available(self) -> bool {
+        let backend = self.backend();
+        let programs = [backend.save(false), backend.restore(false), backend.save(true), backend.restore(true)];
+        let programs: Vec<&str> = programs.iter().map(String::as_str).collect();
+        support::require_programs_or_skip(&programs)
+    }
+}
+
+/// Runs the binary for real in `ns` with `args` (plus the forced backend, if any).
+pub fn istio(ns: &Netns, choice: Choice, args: &[String]) -> Output {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let Choice::Forced(backend) = choice {
+        all.extend(["--force-iptables-binary", backend.name()]);
+    }
+    support::run_istio_iptables(ns, &all)
+}
+
+/// Like [`istio`], panicking with the log unless it exits 0. Returns the log.
+pub fn istio_ok(ns: &Netns, choice: Choice, args: &[String]) -> String {
+    let out = istio(ns, choice, args);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "istio-iptables {args:?} failed ({}):\n{log}", out.status);
+    log
+}
+
+/// `-save` reduced to what a configuration decides: per table, non-built-in chain headers and
+/// rule lines (`nat: -A OUTPUT -j ISTIO_OUTPUT`), in dump order. Empty tables, counters and
+/// comments are dropped, so two namespaces with the same rules compare equal.
+pub fn rules(ns: &Netns, backend: Backend, ipv6: bool) -> Vec<String> {
+    let saved = support::iptables_save(ns, &backend.save(ipv6));
+    let mut table = String::new();
+    let mut out = Vec::new();
+    for line in saved.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            table = name.to_string();
+        } else if line.starts_with("-A ") {
+            out.push(format!("{table}: {line}"));
+        } else if let Some(header) = line.strip_prefix(':') {
+            let chain = header.split(' ').next().unwrap_or_default();
+            let built_in = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"].contains(&chain);
+            if !built_in {
+                out.push(format!("{table}: :{chain}"));
+            }
+        }
+    }
+    out
+}
+
+/// The lines of [`rules`] that are Istio's: ISTIO chains, their rules and jumps into them.
+pub fn istio_leftovers(ns: &Netns, backend: Backend, ipv6: bool) -> Vec<String> {
+    rules(ns, backend, ipv6).into_iter().filter(|line| line.contains("ISTIO")).collect()
+}
+
+/// Whether a `-save` holds any rule at all.
+pub fn has_any_rule(ns: &Netns, backend: Backend, ipv6: bool) -> bool {
+    rules(ns, backend, ipv6).iter().any(|line| line.contains(": -A "))
+}
+
+/// Runs `<backend iptables> args` in `ns` and requires success.
+pub fn iptables(ns: &Netns, backend: Backend, ipv6: bool, args: &[&str]) {
+    ns.exec_ok(&backend.iptables(ipv6), args);
+}
