@@ -28,15 +28,16 @@ pub const SIDECAR: [&str; 17] = [
     "--log_output_level=default:info",
 ];
 
-/// The sidecar argv with some flags replaced or added (`("-m", "TPROXY")`, `("--reconcile", "")`
-/// for a bool flag).
+/// The sidecar argv with some flags replaced (`("-m", "TPROXY")`) or added (`("--reconcile", "")`
+/// for a bool flag, `("--resolv-conf", "/x")`, always a long flag).
 pub fn sidecar_with(changes: &[(&str, &str)]) -> Vec<String> {
     let mut args: Vec<String> = SIDECAR.iter().map(|s| s.to_string()).collect();
     for (flag, value) in changes {
         match args.iter().position(|a| a == flag) {
             Some(at) => args[at + 1] = value.to_string(),
             None if value.is_empty() => args.push(flag.to_string()),
-            None => args.extend([flag.to_string(), value.to_string()]),
+            // `--flag=value`: a separate `false` would be a positional argument to a bool flag.
+            None => args.push(format!("{flag}={value}")),
         }
     }
     args

@@ -54,6 +54,10 @@ const TPROXY_TAIL: [&[&str]; 4] = [
     ],
 ];
 
+/// `-c`/`-k` interface exclusions as `-save` prints them.
+const INTERFACE_RETURN: [&[&str]; 2] =
+    [&["-A", "PREROUTING", "-i", "*", "-j", "RETURN"], &["-A", "OUTPUT", "-o", "*", "-j", "RETURN"]];
+
 fn matches(pattern: &[&str], line: &str) -> bool {
     let tokens: Vec<&str> = line.split(' ').collect();
     let mut at = 0;
@@ -129,16 +133,31 @@ fn removal(current: &State, plan: &[TokenRule]) -> Vec<(String, Vec<String>)> {
         .collect();
     let mut tables = Vec::new();
     for (table, chains) in &current.tables {
+        let is_ours = |rule: &String| {
+            target(rule).is_some_and(is_istio)
+                || (table == "mangle" && TPROXY_TAIL.iter().any(|p| matches(p, rule)))
+                || own.contains(&format!("{table} {rule}"))
+        };
+        // Interface exclusions (`-i X -j RETURN` in PREROUTING, `-o X -j RETURN` in OUTPUT,
+        // always as a pair) exist only to skip the Istio rules after them. An earlier
+        // configuration's are recognised by that place; the pair goes together because in
+        // TPROXY mode nat PREROUTING has nothing of Istio's after its half.
+        let mut excluded = Vec::new();
+        for rules in ["PREROUTING", "OUTPUT"].iter().filter_map(|chain| chains.get(*chain)) {
+            let last_ours = rules.iter().rposition(is_ours);
+            for (at, rule) in rules.iter().enumerate() {
+                if last_ours.is_some_and(|last| at < last) && INTERFACE_RETURN.iter().any(|p| matches(p, rule)) {
+                    excluded.extend(rule.split(' ').nth(3));
+                }
+            }
+        }
         let mut lines = Vec::new();
         for rules in chains.iter().filter(|(chain, _)| !is_istio(chain)).map(|(_, rules)| rules) {
             for rule in rules {
-                let jumps_to_istio = target(rule).is_some_and(is_istio);
-                let tproxy_tail = table == "mangle" && TPROXY_TAIL.iter().any(|p| matches(p, rule));
-                let planned = own.contains(&format!("{table} {rule}"));
-                if jumps_to_istio || tproxy_tail || planned {
-                    if let Some(rest) = rule.strip_prefix("-A ") {
-                        lines.push(format!("-D {rest}"));
-                    }
+                let exclusion = INTERFACE_RETURN.iter().any(|p| matches(p, rule))
+                    && rule.split(' ').nth(3).is_some_and(|iface| excluded.contains(&iface));
+                if is_ours(rule) || exclusion {
+                    lines.extend(rule.strip_prefix("-A ").map(|rest| format!("-D {rest}")));
                 }
             }
         }
@@ -292,6 +311,7 @@ COMMIT
 -D OUTPUT -o lo -p tcp -m mark --mark 0x539 -j RETURN
 -D OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1337 -j MARK --set-xmark 0x53a/0xffffffff
 -D OUTPUT -p tcp -m connmark --mark 0x539 -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff
+-D PREROUTING -i eth9 -j RETURN
 -D PREROUTING -p tcp -j ISTIO_INBOUND
 -D PREROUTING -p tcp -m mark --mark 0x539 -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff
 -F ISTIO_DIVERT
@@ -300,6 +320,20 @@ COMMIT
 -X ISTIO_INBOUND
 COMMIT
 "
+        );
+    }
+
+    #[test]
+    fn interface_exclusions_before_istio_rules_are_removed() {
+        let state = State::parse(
+            "*nat\n-A PREROUTING -i eth8 -j RETURN\n-A PREROUTING -i eth6 -j RETURN\n-A OUTPUT -o eth9 -j RETURN\n\
+             -A OUTPUT -j ISTIO_OUTPUT\n-A PREROUTING -i eth9 -j RETURN\n-A OUTPUT -o eth7 -j RETURN\nCOMMIT\n",
+        );
+        let text = compose(Steps { remove: Some(&state), ..Steps::default() }, &[]).render();
+        // eth9's pair goes (its OUTPUT half precedes ISTIO_OUTPUT); eth6/7/8 are someone else's.
+        assert_eq!(
+            text,
+            "* nat\n-D OUTPUT -o eth9 -j RETURN\n-D OUTPUT -j ISTIO_OUTPUT\n-D PREROUTING -i eth9 -j RETURN\nCOMMIT\n"
         );
     }
 

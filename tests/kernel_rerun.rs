@@ -1,0 +1,369 @@
+//! Reruns, reconcile, cleanup and backend detection against real kernel state, including
+//! upstream's namespace tests (`apply.md` §8.2–8.5), with the real binary in throwaway
+//! namespaces.
+//!
+//! Needs root; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require (CI).
+
+mod apply_support;
+mod support;
+
+use std::path::Path;
+
+use apply_support::{has_any_rule, iptables, istio, istio_leftovers, istio_ok, rules, sidecar_with, Choice};
+use support::{Backend, Netns};
+
+/// A pod namespace as upstream's tests make it: only `lo`, with one non-loopback address so
+/// that IPv6 detection has something to decide on.
+fn pod(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.exec_ok("ip", ["addr", "add", "240.240.240.240/32", "dev", "lo"]);
+    ns
+}
+
+/// The rules a fresh pod gets for `args`: what a converged rerun must equal.
+fn fresh_rules(choice: Choice, args: &[String], ipv6: bool) -> Vec<String> {
+    let reference = pod("reference");
+    istio_ok(&reference, choice, args);
+    rules(&reference, choice.backend(), ipv6)
+}
+
+fn failed(out: &std::process::Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "expected exit 1:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Same argv twice: exit 0, nothing changed, and the second run knows it.
+fn same_argv_twice(choice: Choice) {
+    if !choice.available() {
+        return;
+    }
+    let ns = pod("twice");
+    let args = sidecar_with(&[]);
+    istio_ok(&ns, choice, &args);
+    let first = rules(&ns, choice.backend(), false);
+    let log = istio_ok(&ns, choice, &args);
+    assert!(log.contains("Found compatible residues of old iptables rules/chains, reconciliation not needed"), "{log}");
+    assert!(!log.contains("Running iptables restore"), "a no-op rerun restored something:\n{log}");
+    assert_eq!(rules(&ns, choice.backend(), false), first);
+}
+
+#[test]
+fn same_argv_twice_legacy() {
+    same_argv_twice(Choice::Forced(Backend::Legacy));
+}
+
+#[test]
+fn same_argv_twice_nft() {
+    same_argv_twice(Choice::Forced(Backend::Nft));
+}
+
+#[test]
+fn same_argv_twice_detected() {
+    same_argv_twice(Choice::Detected);
+}
+
+/// A different earlier configuration (TPROXY with DNS capture and an excluded interface), then
+/// the default sidecar with `--reconcile`: exactly the rules a fresh pod gets, nothing left
+/// over (upstream keeps the mangle chains, raw DNS chains and mark rules forever).
+fn reconcile_converges(choice: Choice) {
+    if !choice.available() {
+        return;
+    }
+    let ns = pod("reconcile");
+    let earlier = sidecar_with(&[("-m", "TPROXY"), ("-c", "eth9"), ("--redirect-dns", ""), ("--capture-all-dns", "")]);
+    istio_ok(&ns, choice, &earlier);
+    assert!(rules(&ns, choice.backend(), false).iter().any(|r| r.starts_with("mangle: :ISTIO_TPROXY")));
+    let now = sidecar_with(&[]);
+    let mut reconcile = now.clone();
+    reconcile.push("--reconcile".into());
+    let log = istio_ok(&ns, choice, &reconcile);
+    assert!(log.contains("Setting up guardrails") && log.contains("Removing guardrails"), "{log}");
+    assert_eq!(rules(&ns, choice.backend(), false), fresh_rules(choice, &now, false));
+    // And it is stable: the next reconcile has nothing to do.
+    let log = istio_ok(&ns, choice, &reconcile);
+    assert!(!log.contains("Running iptables restore"), "{log}");
+}
+
+#[test]
+fn reconcile_converges_legacy() {
+    reconcile_converges(Choice::Forced(Backend::Legacy));
+}
+
+#[test]
+fn reconcile_converges_nft() {
+    reconcile_converges(Choice::Forced(Backend::Nft));
+}
+
+#[test]
+fn reconcile_converges_detected() {
+    reconcile_converges(Choice::Detected);
+}
+
+/// Changed argv without `--reconcile`: upstream's outcome, exit 1 on the existing chains; the
+/// earlier rules stay exactly as they were.
+fn changed_argv_without_reconcile(choice: Choice) {
+    if !choice.available() {
+        return;
+    }
+    let ns = pod("changed");
+    istio_ok(&ns, choice, &sidecar_with(&[]));
+    let before = rules(&ns, choice.backend(), false);
+    let log = failed(&istio(&ns, choice, &sidecar_with(&[("-b", "9080")])));
+    assert!(log.contains("reconcile is recommended but no-reconcile flag is set"), "{log}");
+    assert!(log.contains("restore of the IPv4 rules failed") && log.contains("line "), "{log}");
+    assert_eq!(rules(&ns, choice.backend(), false), before);
+}
+
+#[test]
+fn changed_argv_without_reconcile_legacy() {
+    changed_argv_without_reconcile(Choice::Forced(Backend::Legacy));
+}
+
+#[test]
+fn changed_argv_without_reconcile_nft() {
+    changed_argv_without_reconcile(Choice::Forced(Backend::Nft));
+}
+
+/// `--cleanup-only`, even with a configuration other than the applied one, leaves no ISTIO
+/// chain or jump in any table, and keeps foreign rules.
+fn cleanup_only(choice: Choice) {
+    if !choice.available() {
+        return;
+    }
+    let ns = pod("cleanup");
+    let backend = choice.backend();
+    iptables(&ns, backend, false, &["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "123", "-j", "ACCEPT"]);
+    istio_ok(&ns, choice, &sidecar_with(&[("-m", "TPROXY"), ("--redirect-dns", ""), ("--capture-all-dns", "")]));
+    istio_ok(&ns, choice, &sidecar_with(&[("--cleanup-only", "")]));
+    assert_eq!(istio_leftovers(&ns, backend, false), Vec::<String>::new());
+    assert_eq!(
+        rules(&ns, backend, false).into_iter().filter(|r| r.contains("-A ")).collect::<Vec<_>>(),
+        vec!["nat: -A OUTPUT -p tcp -m tcp --dport 123 -j ACCEPT".to_string()]
+    );
+}
+
+#[test]
+fn cleanup_only_legacy() {
+    cleanup_only(Choice::Forced(Backend::Legacy));
+}
+
+#[test]
+fn cleanup_only_nft() {
+    cleanup_only(Choice::Forced(Backend::Nft));
+}
+
+/// Upstream's `TestIdempotentEquivalentRerun` (§8.2).
+fn equivalent_rerun(choice: Choice) {
+    if !choice.available() {
+        return;
+    }
+    let ns = pod("equivalent");
+    let args = sidecar_with(&[]);
+    istio_ok(&ns, choice, &args);
+    istio_ok(&ns, choice, &args);
+    let mut forced = args.clone();
+    forced.push("--force-apply".into());
+    failed(&istio(&ns, choice, &forced));
+    let mut cleanup = args.clone();
+    cleanup.push("--cleanup-only".into());
+    istio_ok(&ns, choice, &cleanup);
+    assert!(!has_any_rule(&ns, choice.backend(), false), "{:#?}", rules(&ns, choice.backend(), false));
+}
+
+#[test]
+fn equivalent_rerun_legacy() {
+    equivalent_rerun(Choice::Forced(Backend::Legacy));
+}
+
+#[test]
+fn equivalent_rerun_nft() {
+    equivalent_rerun(Choice::Forced(Backend::Nft));
+}
+
+/// Upstream's `TestIdempotentUnequaledRerun` (§8.3).
+fn unequal_rerun(choice: Choice) {
+    if !choice.available() {
+        return;
+    }
+    let ns = pod("unequal");
+    let backend = choice.backend();
+    let args = sidecar_with(&[]);
+    istio_ok(&ns, choice, &args);
+    let foreign = ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "123", "-j", "ACCEPT"];
+    iptables(&ns, backend, false, &foreign);
+    let log = istio_ok(&ns, choice, &args);
+    assert!(log.contains("Found compatible residues"), "foreign rules in a built-in chain are tolerated:\n{log}");
+    iptables(&ns, backend, false, &["-t", "nat", "-A", "ISTIO_INBOUND", "-p", "tcp", "--dport", "123", "-j", "ACCEPT"]);
+    failed(&istio(&ns, choice, &args));
+    let mut reconcile = args.clone();
+    reconcile.push("--reconcile".into());
+    istio_ok(&ns, choice, &reconcile);
+    let mut expected = fresh_rules(choice, &args, false);
+    let after = rules(&ns, backend, false);
+    assert!(after.contains(&"nat: -A OUTPUT -p tcp -m tcp --dport 123 -j ACCEPT".to_string()), "{after:#?}");
+    expected.push("nat: -A OUTPUT -p tcp -m tcp --dport 123 -j ACCEPT".into());
+    let (mut sorted_after, mut sorted_expected) = (after, expected);
+    sorted_after.sort();
+    sorted_expected.sort();
+    assert_eq!(sorted_after, sorted_expected);
+    let mut cleanup = args.clone();
+    cleanup.push("--cleanup-only".into());
+    istio_ok(&ns, choice, &cleanup);
+    assert_eq!(istio_leftovers(&ns, backend, false), Vec::<String>::new());
+    ns.exec_ok(&backend.iptables(false), ["-t", "nat", "-D", "OUTPUT", "-p", "tcp", "--dport", "123", "-j", "ACCEPT"]);
+    assert!(!has_any_rule(&ns, backend, false));
+}
+
+#[test]
+fn unequal_rerun_legacy() {
+    unequal_rerun(Choice::Forced(Backend::Legacy));
+}
+
+#[test]
+fn unequal_rerun_nft() {
+    unequal_rerun(Choice::Forced(Backend::Nft));
+}
+
+/// Upstream's `TestMixedIPv4Ipv6State` (§8.4): pre-existing IPv6 state, IPv6 on or off.
+fn mixed_state(choice: Choice, istio_chain: bool, ipv6: bool) {
+    if !choice.available() {
+        return;
+    }
+    let ns = pod("mixed");
+    let backend = choice.backend();
+    if istio_chain {
+        iptables(&ns, backend, true, &["-t", "nat", "-N", "ISTIO_INBOUND"]);
+        iptables(
+            &ns,
+            backend,
+            true,
+            &["-t", "nat", "-A", "ISTIO_INBOUND", "-p", "udp", "--dport", "123", "-j", "RETURN"],
+        );
+    } else {
+        iptables(&ns, backend, true, &["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "123", "-j", "ACCEPT"]);
+    }
+    let v6_before = rules(&ns, backend, true);
+    let args = sidecar_with(&[("--enable-inbound-ipv6", if ipv6 { "true" } else { "false" })]);
+    let out = istio(&ns, choice, &args);
+    if istio_chain && ipv6 {
+        // The IPv6 restore hits the existing chain after IPv4 succeeded. Upstream leaves the
+        // IPv4 rules in place (a half-captured pod); this run takes them back out.
+        let log = failed(&out);
+        assert!(log.contains("restore of the IPv6 rules failed"), "{log}");
+        assert!(log.contains("Rolling back the IPv4 changes"), "{log}");
+        assert_eq!(istio_leftovers(&ns, backend, false), Vec::<String>::new());
+        assert!(!has_any_rule(&ns, backend, false), "{:#?}", rules(&ns, backend, false));
+        assert_eq!(rules(&ns, backend, true), v6_before);
+    } else {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!istio_leftovers(&ns, backend, false).is_empty());
+        let v6 = rules(&ns, backend, true);
+        if ipv6 {
+            assert!(v6.iter().any(|r| r.contains("-j ISTIO_OUTPUT")), "{v6:#?}");
+        } else {
+            assert_eq!(v6, v6_before, "IPv6 state is not touched while IPv6 is off");
+        }
+    }
+}
+
+#[test]
+fn mixed_foreign_ipv6_rule_ipv6_off() {
+    mixed_state(Choice::Detected, false, false);
+}
+
+#[test]
+fn mixed_foreign_ipv6_rule_ipv6_on() {
+    mixed_state(Choice::Detected, false, true);
+}
+
+#[test]
+fn mixed_istio_ipv6_chain_ipv6_off() {
+    mixed_state(Choice::Detected, true, false);
+}
+
+#[test]
+fn mixed_istio_ipv6_chain_ipv6_on_rolls_back_ipv4_nft() {
+    mixed_state(Choice::Forced(Backend::Nft), true, true);
+}
+
+#[test]
+fn mixed_istio_ipv6_chain_ipv6_on_rolls_back_ipv4_legacy() {
+    mixed_state(Choice::Forced(Backend::Legacy), true, true);
+}
+
+/// A directory of links to the iptables programs, without any ip6tables: §8.5's "IPv6 not
+/// available".
+fn path_without_ip6tables(dir: &Path) -> String {
+    for backend in Backend::ALL {
+        for program in [backend.iptables(false), backend.save(false), backend.restore(false)] {
+            let real = support::find_program(&program).unwrap_or_else(|| panic!("{program} not installed"));
+            std::os::unix::fs::symlink(real, dir.join(&program)).expect("link");
+        }
+    }
+    dir.to_string_lossy().into_owned()
+}
+
+/// Upstream's `TestIPv6NotAvailable` (§8.5): without ip6tables, IPv4-only pods are fine and
+/// IPv6 pods fail before touching anything.
+#[test]
+fn ipv6_not_available() {
+    if !Choice::Detected.available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = path_without_ip6tables(dir.path());
+    let ns = pod("noip6");
+    let run = |ipv6: &str| {
+        // `env` inside the namespace: `ip` itself still needs the normal PATH.
+        let mut command = ns.command("env");
+        command.arg(format!("PATH={path}")).arg(support::binary_under_test());
+        command.args(sidecar_with(&[("--enable-inbound-ipv6", ipv6)]));
+        command.output().expect("run")
+    };
+    let out = run("true");
+    let log = failed(&out);
+    assert!(log.contains("ip6tables"), "{log}");
+    assert!(!has_any_rule(&ns, Backend::Nft, false), "nothing is applied when IPv6 detection fails");
+    let out = run("false");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(has_any_rule(&ns, Backend::Nft, false));
+}
+
+/// Detection never writes: after two detected runs on a fresh pod, legacy has no table at
+/// all (upstream's probe leaves an empty legacy `nat` that makes the rerun pick legacy).
+#[test]
+fn detection_is_not_self_priming() {
+    if !Choice::Detected.available() {
+        return;
+    }
+    let ns = pod("priming");
+    let args = sidecar_with(&[]);
+    istio_ok(&ns, Choice::Detected, &args);
+    istio_ok(&ns, Choice::Detected, &args);
+    let legacy = support::iptables_save(&ns, &Backend::Legacy.save(false));
+    assert!(!legacy.contains('*'), "legacy tables were created:\n{legacy}");
+    assert!(!istio_leftovers(&ns, Backend::Nft, false).is_empty());
+}
+
+/// Existing legacy rules make detection pick legacy; an empty legacy table (what upstream's
+/// own probe leaves behind) does not.
+#[test]
+fn detection_follows_real_legacy_rules_only() {
+    if !(Choice::Forced(Backend::Legacy).available() && Choice::Detected.available()) {
+        return;
+    }
+    let primed = pod("primed");
+    iptables(&primed, Backend::Legacy, false, &["-t", "nat", "-A", "INPUT", "-p", "255", "-j", "RETURN"]);
+    iptables(&primed, Backend::Legacy, false, &["-t", "nat", "-D", "INPUT", "-p", "255", "-j", "RETURN"]);
+    istio_ok(&primed, Choice::Detected, &sidecar_with(&[]));
+    assert!(!istio_leftovers(&primed, Backend::Nft, false).is_empty());
+    assert!(!has_any_rule(&primed, Backend::Legacy, false));
+
+    let legacy = pod("legacy");
+    iptables(&legacy, Backend::Legacy, false, &["-A", "INPUT", "-p", "tcp", "--dport", "9999", "-j", "ACCEPT"]);
+    istio_ok(&legacy, Choice::Detected, &sidecar_with(&[]));
+    assert!(!istio_leftovers(&legacy, Backend::Legacy, false).is_empty());
+    assert!(!has_any_rule(&legacy, Backend::Nft, false));
+    let log = istio_ok(&legacy, Choice::Detected, &sidecar_with(&[]));
+    assert!(log.contains("Found compatible residues"), "{log}");
+}
