@@ -1,0 +1,118 @@
+//! Which iptables processes a run starts, seen through logging wrappers on PATH: the process
+//! budget of issue 3 item 9 (≤ 4 on a fresh pod, ≤ 3 on a rerun with nothing to change) and the
+//! lock arguments (`--wait=30` for legacy, the pod-scoped `XTABLES_LOCKFILE` in CNI mode).
+//!
+//! Needs root; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require (CI).
+
+mod apply_support;
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use apply_support::{sidecar_with, Choice};
+use support::{Backend, Netns};
+
+/// A PATH directory where every iptables program is a script that appends
+/// `<name> <args> lock=<XTABLES_LOCKFILE>` to `calls` and then runs the real one.
+struct Wrappers {
+    dir: tempfile::TempDir,
+}
+
+impl Wrappers {
+    fn new() -> Wrappers {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("calls");
+        fs::write(&log, "").expect("create call log");
+        for family in ["iptables", "ip6tables"] {
+            for variant in ["-legacy", "-nft", ""] {
+                for suffix in ["", "-save", "-restore"] {
+                    let name = format!("{family}{variant}{suffix}");
+                    let Some(real) = support::find_program(&name) else { continue };
+                    let script = format!(
+                        "#!/bin/sh\necho \"{name} $* lock=${{XTABLES_LOCKFILE:-}}\" >> '{}'\nexec '{}' \"$@\"\n",
+                        log.display(),
+                        real.display()
+                    );
+                    let path = dir.path().join(&name);
+                    fs::write(&path, script).expect("write wrapper");
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
+                }
+            }
+        }
+        Wrappers { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The calls logged so far, one per started process.
+    fn calls(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("calls")).expect("read call log").lines().map(String::from).collect()
+    }
+
+    /// Runs the binary in `ns` with the wrappers first on PATH; returns the calls it made.
+    fn run(&self, ns: &Netns, args: &[String]) -> Vec<String> {
+        let before = self.calls().len();
+        let path = format!("{}:{}", self.path().display(), std::env::var("PATH").unwrap_or_default());
+        let binary: PathBuf = support::binary_under_test();
+        // `env` inside the namespace: `ip` itself is looked up with the normal PATH.
+        let out = ns.command("env").arg(format!("PATH={path}")).arg(binary).args(args).output().expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        self.calls().split_off(before)
+    }
+}
+
+fn pod(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.exec_ok("ip", ["addr", "add", "240.240.240.240/32", "dev", "lo"]);
+    ns
+}
+
+#[test]
+fn fresh_apply_and_noop_rerun_stay_within_the_process_budget() {
+    if !Choice::Detected.available() {
+        return;
+    }
+    let wrappers = Wrappers::new();
+    let ns = pod("budget");
+    let args = sidecar_with(&[]);
+    let first = wrappers.run(&ns, &args);
+    assert_eq!(
+        first,
+        vec![
+            "iptables-legacy-save  lock=",
+            "iptables-nft-save  lock=",
+            "iptables-nft-restore --noflush lock=",
+            "iptables-nft-save  lock=",
+        ]
+    );
+    let rerun = wrappers.run(&ns, &args);
+    assert_eq!(
+        rerun,
+        vec!["iptables-legacy-save  lock=", "iptables-nft-save  lock=", "iptables-nft-restore --noflush lock="]
+    );
+}
+
+#[test]
+fn cni_mode_locks_legacy_writes_per_pod() {
+    let choice = Choice::Forced(Backend::Legacy);
+    if !choice.available() {
+        return;
+    }
+    let wrappers = Wrappers::new();
+    let ns = pod("cnilock");
+    let netns_path = ns.path().to_string_lossy().into_owned();
+    let args = sidecar_with(&[
+        ("--cni-mode", ""),
+        ("--network-namespace", &netns_path),
+        ("--force-iptables-binary", "legacy"),
+    ]);
+    let calls = wrappers.run(&ns, &args);
+    let restore = calls.iter().find(|c| c.starts_with("iptables-legacy-restore")).expect("a restore ran");
+    assert_eq!(restore, &format!("iptables-legacy-restore --noflush --wait=30 lock={netns_path}"));
+    // Reads take no lock.
+    assert!(calls.iter().filter(|c| c.starts_with("iptables-legacy-save")).all(|c| c.ends_with("lock=")), "{calls:#?}");
+}
