@@ -2,7 +2,7 @@
 
 mod dry_run;
 mod iptables;
-mod netlink;
+pub(crate) mod netlink;
 pub mod netns;
 mod report;
 pub mod routes;

@@ -15,6 +15,9 @@ pub(crate) const RTM_NEWADDR: u16 = 20;
 pub(crate) const RTM_NEWROUTE: u16 = 24;
 pub(crate) const RTM_NEWRULE: u16 = 32;
 pub(crate) const RTM_GETRULE: u16 = 34;
+/// nfnetlink: subsystem nf_tables (10) in the high byte, NFT_MSG_GETTABLE (1) / NEWTABLE (0).
+pub(crate) const NFT_MSG_GETTABLE: u16 = 10 << 8 | 1;
+pub(crate) const NFT_MSG_NEWTABLE: u16 = 10 << 8;
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -101,7 +104,16 @@ pub(crate) struct Socket {
 
 impl Socket {
     pub(crate) fn open() -> Result<Socket, Errno> {
-        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
+        Socket::open_protocol(SockProtocol::NetlinkRoute)
+    }
+
+    /// A NETLINK_NETFILTER socket (nf_tables) in the current network namespace.
+    pub(crate) fn open_netfilter() -> Result<Socket, Errno> {
+        Socket::open_protocol(SockProtocol::NetlinkNetFilter)
+    }
+
+    fn open_protocol(protocol: SockProtocol) -> Result<Socket, Errno> {
+        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, protocol)?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
         Ok(Socket { fd, seq: 0 })
     }

@@ -8,8 +8,15 @@
 //! that runs is the kernel-support test, legacy wins only if it holds real rules (`-A` lines,
 //! as upstream's later fix counts), and the output read for nothing else becomes the state the
 //! run starts from, so detection costs no extra process on the common path.
+//!
+//! Cheaper still, a family with no tables at all needs no `-save`: legacy lists its tables in
+//! `/proc/net/ip(6)_tables_names`, and nf_tables answers a netlink table dump. On a fresh pod
+//! both are empty, and the first `iptables` process the run starts is the restore.
+
+use std::path::Path;
 
 use crate::config::IptablesBackend;
+use crate::exec::netlink::{self, Message, Socket};
 use crate::plan::Family;
 
 use super::commands::{CommandError, Runner, Tool, Variant, Version};
@@ -53,6 +60,13 @@ fn choose(family: Family, forced: Option<IptablesBackend>, runner: &Runner) -> R
         Some(IptablesBackend::Nft) => read(runner, family, format!("{base}-nft"), Variant::Nft),
         None => {
             let mut failures = Vec::new();
+            if has_no_tables(family, Variant::Legacy) {
+                // No legacy table, so no legacy rule: nothing to read.
+                return read(runner, family, format!("{base}-nft"), Variant::Nft).or_else(|nft| {
+                    tracing::debug!("{nft}");
+                    plain(runner, family)
+                });
+            }
             match read(runner, family, format!("{base}-legacy"), Variant::Legacy) {
                 Ok(legacy) if has_rules(&legacy.saved) => return Ok(legacy),
                 Ok(_) => {}
@@ -65,18 +79,27 @@ fn choose(family: Family, forced: Option<IptablesBackend>, runner: &Runner) -> R
             for failure in &failures {
                 tracing::debug!("{failure}");
             }
-            // Last resort, as upstream: whatever the distribution's `iptables` points to. Its
-            // variant is settled by `--version` (legacy until then).
-            let mut plain = read(runner, family, base.to_string(), Variant::Legacy)?;
-            plain.tool.version = None;
-            Ok(plain)
+            plain(runner, family)
         }
     }
 }
 
-/// Reads `program-save`; the version comes from the dump's header when there is one.
+/// Last resort, as upstream: whatever the distribution's `iptables` points to. Its variant is
+/// settled by `--version` (legacy until then).
+fn plain(runner: &Runner, family: Family) -> Result<Detected, String> {
+    let mut plain = read(runner, family, prefix(family).to_string(), Variant::Legacy)?;
+    plain.tool.version = None;
+    Ok(plain)
+}
+
+/// Reads `program-save`; the version comes from the dump's header when there is one. A
+/// variant with no table in this namespace is empty without asking, provided its programs
+/// are installed.
 fn read(runner: &Runner, family: Family, program: String, variant: Variant) -> Result<Detected, String> {
     let mut tool = Tool { family, program, variant, version: None };
+    if has_no_tables(family, variant) && on_path(&tool.restore_program()) && on_path(&tool.save_program()) {
+        return Ok(Detected { tool, saved: String::new() });
+    }
     let saved = runner.save(&tool).map_err(|e| unusable(&tool, &e))?;
     tool.version = Version::find_in(saved.lines().next().unwrap_or_default());
     Ok(Detected { tool, saved })
@@ -103,6 +126,40 @@ fn ask_version(runner: &Runner, tool: &mut Tool) {
         }
         Err(e) => tracing::warn!("{save} --version failed, assuming an old legacy version: {}", e.xtables_text()),
     }
+}
+
+/// Whether the kernel shows no table at all for this family and variant (so `-save` would
+/// print nothing). Any doubt (unreadable, unsupported) answers false, and `-save` decides.
+fn has_no_tables(family: Family, variant: Variant) -> bool {
+    match variant {
+        Variant::Legacy => {
+            let names = match family {
+                Family::V4 => "/proc/net/ip_tables_names",
+                Family::V6 => "/proc/net/ip6_tables_names",
+            };
+            match std::fs::read_to_string(names) {
+                Ok(tables) => tables.trim().is_empty(),
+                // x_tables not loaded at all: certainly no legacy table.
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            }
+        }
+        Variant::Nft => {
+            let nfproto = match family {
+                Family::V4 => 2,
+                Family::V6 => 10,
+            };
+            // struct nfgenmsg: family, version 0, resource id 0.
+            let request = Message::new(&[nfproto, 0, 0, 0]);
+            let tables = Socket::open_netfilter().and_then(|mut s| s.dump(netlink::NFT_MSG_GETTABLE, &request));
+            tables.is_ok_and(|tables| tables.iter().all(|t| t.kind != netlink::NFT_MSG_NEWTABLE))
+        }
+    }
+}
+
+/// Whether `program` is an existing file in a `PATH` directory (what spawning it would find).
+fn on_path(program: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| Path::new(&dir).join(program).is_file())
 }
 
 fn unusable(tool: &Tool, error: &CommandError) -> String {
