@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 2; }
 cargo build --release --quiet
 bin=$PWD/target/release/istio-iptables
-argv=(-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --log_output_level=default:none)
+# As injected (apply.md §7.1), logging at info; hyperfine discards the log.
+argv=(-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020 --log_output_level=default:info)
 runs=${RUNS:-100}
 ns=bench-apply-$$
 work=$(mktemp -d)
@@ -19,16 +20,18 @@ trap 'ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"' EXIT
 # The exact restore input the tool feeds (its dry-run prints it).
 ENABLE_INBOUND_IPV6=false "$bin" "${argv[@]}" --dry-run | grep -v '^#' >"$work/rules"
 
-fresh="ip netns del $ns 2>/dev/null; ip netns add $ns && ip -n $ns addr add 240.240.240.240/32 dev lo"
-hyperfine --warmup 5 --runs "$runs" --export-json "$work/times.json" \
-  --prepare "$fresh" \
+# A new namespace before every timed run; both commands start without a shell (-N).
+printf '#!/bin/sh\nip netns del %s 2>/dev/null\nip netns add %s && ip -n %s addr add 240.240.240.240/32 dev lo\n' \
+  "$ns" "$ns" "$ns" >"$work/fresh"
+chmod +x "$work/fresh"
+hyperfine -N --warmup 10 --runs "$runs" --export-json "$work/times.json" --prepare "$work/fresh" \
   -n "iptables-nft-restore --noflush (bare)" "ip netns exec $ns iptables-nft-restore --noflush $work/rules" \
   -n "istio-iptables (fresh apply)" "ip netns exec $ns $bin ${argv[*]@Q}" >&2
 
 # Processes: successful execve calls under the tool, minus the tool itself.
 count() { strace -f -qq -e trace=execve -o "$work/trace" ip netns exec "$ns" "$bin" "${argv[@]}";
   grep -c 'execve(.* = 0$' "$work/trace" | awk '{print $1 - 2}'; }  # minus `ip` and the tool
-bash -c "$fresh"
+"$work/fresh"
 first=$(count)
 again=$(count)
 

@@ -1,5 +1,5 @@
 //! Which iptables processes a run starts, seen through logging wrappers on PATH: the process
-//! budget of issue 3 item 9 (≤ 4 on a fresh pod, ≤ 3 on a rerun with nothing to change; here 2
+//! budget of issue 3 item 9 (≤ 4 on a fresh pod, ≤ 3 on a rerun with nothing to change; here 1
 //! and 2) and the
 //! lock arguments (`--wait=30` for legacy, the pod-scoped `XTABLES_LOCKFILE` in CNI mode).
 //!
@@ -81,9 +81,9 @@ fn fresh_apply_and_noop_rerun_stay_within_the_process_budget() {
     let ns = pod("budget");
     let args = sidecar_with(&[]);
     let first = wrappers.run(&ns, &args);
-    // Nothing to read on a fresh pod (no legacy table, no nf_tables table): the restore, then
-    // the final state for the log.
-    assert_eq!(first, vec!["iptables-nft-restore --noflush lock=", "iptables-nft-save  lock="]);
+    // Nothing to read on a fresh pod (no legacy table, no nf_tables table), and the final state
+    // is what the restore put into the empty tables: one process.
+    assert_eq!(first, vec!["iptables-nft-restore --noflush lock="]);
     // The state, then all `-C` checks in one restore; the final state is the one just read.
     let rerun = wrappers.run(&ns, &args);
     assert_eq!(rerun, vec!["iptables-nft-save  lock=", "iptables-nft-restore --noflush lock="]);

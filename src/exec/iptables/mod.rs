@@ -31,6 +31,8 @@ struct FamilyRun {
     before: State,
     /// A restore was attempted, so the final state must be read again.
     touched: bool,
+    /// The input of a restore that succeeded.
+    restored: Option<String>,
 }
 
 impl FamilyRun {
@@ -61,6 +63,7 @@ pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
             rules,
             restore_text,
             touched: false,
+            restored: None,
         });
     }
     let result = run(config, &runner, &mut runs);
@@ -164,7 +167,9 @@ fn change(runner: &Runner, run: &mut FamilyRun, decision: Decision) -> Result<()
     runner.restore(&run.tool, &input).map_err(|e| {
         tracing::error!("Command error: {}", e.xtables_text());
         Error::Apply(format!("{} restore of the {} rules failed: {e}", run.tool.program, run.label()))
-    })
+    })?;
+    run.restored = Some(input);
+    Ok(())
 }
 
 /// After a failed restore in the last of `runs`: undo what this run changed in every family
@@ -191,13 +196,26 @@ fn rollback(runner: &Runner, runs: &[FamilyRun]) {
     }
 }
 
-/// `Final iptables state (IPv4):` and the dump; an untouched family's dump is the one read at
-/// the start (nothing changed it since).
+/// `Final iptables state (IPv4):` and the dump, read again only when this run changed
+/// something the run cannot account for: an untouched family still has the state read at the
+/// start, and a family that had no table at all now holds exactly what the restore put there
+/// (on a fresh pod a final `-save` costs about as much as the restore itself).
 fn log_final_state(runner: &Runner, runs: &[FamilyRun]) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
     for run in runs {
-        let saved = if run.touched { runner.save(&run.tool).ok() } else { Some(run.saved.clone()) };
-        if let Some(saved) = saved {
-            tracing::info!("Final iptables state ({}):\n{saved}", run.label());
+        let label = run.label();
+        match (&run.restored, run.touched) {
+            (Some(input), _) if run.saved.is_empty() => {
+                tracing::info!("Final iptables state ({label}), restored into empty tables:\n{input}");
+            }
+            (_, false) => tracing::info!("Final iptables state ({label}):\n{}", run.saved),
+            (_, true) => {
+                if let Ok(saved) = runner.save(&run.tool) {
+                    tracing::info!("Final iptables state ({label}):\n{saved}");
+                }
+            }
         }
     }
 }
