@@ -367,3 +367,26 @@ fn detection_follows_real_legacy_rules_only() {
     let log = istio_ok(&legacy, Choice::Detected, &sidecar_with(&[]));
     assert!(log.contains("Found compatible residues"), "{log}");
 }
+
+/// TPROXY routing for both families exists once after two runs (upstream adds a second
+/// `ip rule` on every rerun), and `::6` is on `lo`.
+#[test]
+fn tproxy_routes_are_idempotent_for_both_families() {
+    if !Choice::Detected.available() {
+        return;
+    }
+    let ns = pod("routes");
+    // The kernel refuses routes through a device that is down; pods have `lo` up.
+    ns.loopback_up();
+    let args = sidecar_with(&[("-m", "TPROXY"), ("--enable-inbound-ipv6", "true")]);
+    istio_ok(&ns, Choice::Detected, &args);
+    istio_ok(&ns, Choice::Detected, &args);
+    for ipv6 in [false, true] {
+        let rules = support::ip_rule_list(&ns, ipv6);
+        assert_eq!(rules.matches("fwmark 0x539 lookup 133").count(), 1, "{rules}");
+        let routes = support::ip_route_list(&ns, ipv6, "133");
+        assert_eq!(routes.matches("local default dev lo").count(), 1, "{routes}");
+    }
+    let addresses = ns.exec_ok("ip", ["-6", "addr", "show", "dev", "lo"]);
+    assert_eq!(addresses.matches("inet6 ::6/128").count(), 1, "{addresses}");
+}

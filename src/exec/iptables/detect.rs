@@ -85,11 +85,11 @@ fn choose(family: Family, forced: Option<IptablesBackend>, runner: &Runner) -> R
 }
 
 /// Last resort, as upstream: whatever the distribution's `iptables` points to. Its variant is
-/// settled by `--version` (legacy until then).
+/// settled by `--version` (legacy until then), so its state is always read.
 fn plain(runner: &Runner, family: Family) -> Result<Detected, String> {
-    let mut plain = read(runner, family, prefix(family).to_string(), Variant::Legacy)?;
-    plain.tool.version = None;
-    Ok(plain)
+    let tool = Tool { family, program: prefix(family).to_string(), variant: Variant::Legacy, version: None };
+    let saved = runner.save(&tool).map_err(|e| unusable(&tool, &e))?;
+    Ok(Detected { tool, saved })
 }
 
 /// Reads `program-save`; the version comes from the dump's header when there is one. A
