@@ -16,7 +16,8 @@ use apply_support::{sidecar_with, Choice};
 use support::{Backend, Netns};
 
 /// A PATH directory where every iptables program is a script that appends
-/// `<name> <args> lock=<XTABLES_LOCKFILE>` to `calls` and then runs the real one.
+/// `<name> <args> lock=<XTABLES_LOCKFILE>` to `calls`, and whether it sees an empty
+/// `/etc/nsswitch.conf` to `nss`, and then runs the real one.
 struct Wrappers {
     dir: tempfile::TempDir,
 }
@@ -32,9 +33,12 @@ impl Wrappers {
                     let name = format!("{family}{variant}{suffix}");
                     let Some(real) = support::find_program(&name) else { continue };
                     let script = format!(
-                        "#!/bin/sh\necho \"{name} $* lock=${{XTABLES_LOCKFILE:-}}\" >> '{}'\nexec '{}' \"$@\"\n",
-                        log.display(),
-                        real.display()
+                        "#!/bin/sh\necho \"{name} $* lock=${{XTABLES_LOCKFILE:-}}\" >> '{log}'\n\
+                         if [ -s /etc/nsswitch.conf ]; then echo full; else echo empty; fi >> '{nss}'\n\
+                         exec '{real}' \"$@\"\n",
+                        log = log.display(),
+                        nss = dir.path().join("nss").display(),
+                        real = real.display()
                     );
                     let path = dir.path().join(&name);
                     fs::write(&path, script).expect("write wrapper");
@@ -89,6 +93,8 @@ fn fresh_apply_and_noop_rerun_stay_within_the_process_budget() {
     assert_eq!(rerun, vec!["iptables-nft-save  lock=", "iptables-nft-restore --noflush lock="]);
 }
 
+/// `--cni-mode`: legacy writes take the pod's lock (its namespace file) and every command runs
+/// with an empty `/etc/nsswitch.conf`, as upstream's sandbox does.
 #[test]
 fn cni_mode_locks_legacy_writes_per_pod() {
     let choice = Choice::Forced(Backend::Legacy);
@@ -108,4 +114,9 @@ fn cni_mode_locks_legacy_writes_per_pod() {
     assert_eq!(restore, &format!("iptables-legacy-restore --noflush --wait=30 lock={netns_path}"));
     // Reads take no lock.
     assert!(calls.iter().filter(|c| c.starts_with("iptables-legacy-save")).all(|c| c.ends_with("lock=")), "{calls:#?}");
+    // Every command ran where name lookups cannot reach the node's NSS services (the machine's
+    // own nsswitch.conf is not empty: Debian ships one).
+    let nss = fs::read_to_string(wrappers.path().join("nss")).expect("nss log");
+    assert!(!nss.is_empty() && nss.lines().all(|line| line == "empty"), "{nss}");
+    assert!(fs::metadata("/etc/nsswitch.conf").is_ok_and(|m| m.len() > 0), "the sandbox was not put to the test");
 }

@@ -12,6 +12,8 @@ use crate::plan::Family;
 /// x_tables' global lock is taken with `--wait=30` by legacy iptables from this version on
 /// (older releases do not accept a wait time; nft needs no lock at all).
 const LOCK_MIN_VERSION: Version = Version([1, 6, 2]);
+/// From this version legacy iptables takes its lock file from `XTABLES_LOCKFILE`.
+const LOCKFILE_ENV_MIN_VERSION: Version = Version([1, 8, 6]);
 const LOCK_ARG: &str = "--wait=30";
 
 /// legacy (x_tables) or nft (nf_tables): rules written through one are invisible to the other.
@@ -79,6 +81,11 @@ impl Tool {
         self.variant == Variant::Legacy && self.version.is_some_and(|v| v >= LOCK_MIN_VERSION)
     }
 
+    /// The lock a write command takes, if any.
+    fn write_lock(&self) -> Option<Version> {
+        self.version.filter(|_| self.takes_lock())
+    }
+
     pub(crate) fn family_label(&self) -> &'static str {
         family_label(self.family)
     }
@@ -91,52 +98,70 @@ pub(crate) fn family_label(family: Family) -> &'static str {
     }
 }
 
-/// Runs commands with the process's environment, plus the pod-scoped lock file in CNI mode.
+/// Runs commands with the process's environment; in CNI mode, sandboxed with a pod-scoped lock.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Runner {
-    /// `XTABLES_LOCKFILE` for commands that take the lock: in CNI mode the lock is per pod (the
-    /// network namespace file), so pods being set up in parallel do not wait on each other.
-    lock_file: Option<PathBuf>,
+    /// CNI mode: the pod's network namespace file, which names its xtables lock, so pods being
+    /// set up in parallel do not wait on each other.
+    pod_lock: Option<PathBuf>,
+    cni_mode: bool,
 }
 
 impl Runner {
-    pub(crate) fn new(pod_lock_file: Option<PathBuf>) -> Runner {
-        Runner { lock_file: pod_lock_file }
+    pub(crate) fn new(cni_mode: bool, pod_lock: Option<PathBuf>) -> Runner {
+        Runner { pod_lock: pod_lock.filter(|_| cni_mode), cni_mode }
     }
 
     /// `<tool>-save`: the family's current rules.
     pub(crate) fn save(&self, tool: &Tool) -> Result<String, CommandError> {
-        self.run(&tool.save_program(), &[], None, false)
+        self.run(&tool.save_program(), &[], None, None)
     }
 
     /// `<tool>-restore --noflush [--wait=30]` with `input` on stdin.
     pub(crate) fn restore(&self, tool: &Tool, input: &str) -> Result<(), CommandError> {
-        let lock = tool.takes_lock();
-        let args: &[&str] = if lock { &["--noflush", LOCK_ARG] } else { &["--noflush"] };
+        let lock = tool.write_lock();
+        let args: &[&str] = if lock.is_some() { &["--noflush", LOCK_ARG] } else { &["--noflush"] };
         self.run(&tool.restore_program(), args, Some(input), lock).map(drop)
     }
 
-    /// Runs `program args…`, returning stdout on success.
+    /// Runs `program args…`, returning stdout on success. `lock` is the version of a legacy
+    /// iptables that takes the x_tables lock for this command.
     pub(crate) fn run(
         &self,
         program: &str,
         args: &[&str],
         stdin: Option<&str>,
-        takes_lock: bool,
+        lock: Option<Version>,
     ) -> Result<String, CommandError> {
-        let mut command = Command::new(program);
-        command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        if let (true, Some(lock)) = (takes_lock, &self.lock_file) {
-            command.env("XTABLES_LOCKFILE", lock);
-        }
         let failed = |spawn: Option<std::io::Error>, status: Option<ExitStatus>, stderr: String| CommandError {
             command: std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" "),
             spawn,
             status,
             stderr,
         };
-        let mut child = command.spawn().map_err(|e| failed(Some(e), None, String::new()))?;
+        let command = |sandboxed: bool| -> std::io::Result<Command> {
+            let mut command = Command::new(program);
+            command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+            command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+            let pod_lock = self.pod_lock.as_deref().filter(|_| lock.is_some());
+            let mount_lock = lock.is_some_and(|v| v < LOCKFILE_ENV_MIN_VERSION);
+            if let (Some(pod_lock), false) = (pod_lock, mount_lock) {
+                command.env("XTABLES_LOCKFILE", pod_lock);
+            }
+            if sandboxed {
+                super::sandbox::confine(&mut command, pod_lock.filter(|_| mount_lock))?;
+            }
+            Ok(command)
+        };
+        let spawned = command(self.cni_mode).and_then(|mut c| c.spawn());
+        let spawned = match spawned {
+            Err(e) if self.cni_mode => {
+                tracing::warn!("failed to setup execution environment, attempting to continue anyways: {e}");
+                command(false).and_then(|mut c| c.spawn())
+            }
+            other => other,
+        };
+        let mut child = spawned.map_err(|e| failed(Some(e), None, String::new()))?;
         // Feed stdin from a second thread: a program that writes before it has read everything
         // could otherwise block on a full stdout pipe while we block on its full stdin pipe.
         let output = std::thread::scope(|scope| {
@@ -238,22 +263,22 @@ mod tests {
             "sh",
             &["-c", "echo 'iptables: Bad rule (does a matching rule exist?).' >&2; exit 1"],
             None,
-            false,
+            None,
         );
         let err = err.unwrap_err();
         assert_eq!(err.xtables_text(), "xtables other problem: Bad rule (does a matching rule exist?).");
-        let err = runner.run("sh", &["-c", "echo 'x: y' >&2; exit 2"], None, false).unwrap_err();
+        let err = runner.run("sh", &["-c", "echo 'x: y' >&2; exit 2"], None, None).unwrap_err();
         assert_eq!(err.xtables_text(), "xtables parameter problem: y");
-        let err = runner.run("sh", &["-c", "echo raw >&2; exit 9"], None, false).unwrap_err();
+        let err = runner.run("sh", &["-c", "echo raw >&2; exit 9"], None, None).unwrap_err();
         assert_eq!(err.xtables_text(), "raw");
         assert!(err.to_string().contains("exit status: 9"), "{err}");
-        let err = runner.run("/nonexistent/iptables", &[], None, false).unwrap_err();
+        let err = runner.run("/nonexistent/iptables", &[], None, None).unwrap_err();
         assert!(err.xtables_text().contains("No such file"), "{}", err.xtables_text());
     }
 
     #[test]
     fn stdin_is_fed_through_a_pipe() {
-        let out = Runner::default().run("cat", &[], Some("* nat\nCOMMIT\n"), false).unwrap();
+        let out = Runner::default().run("cat", &[], Some("* nat\nCOMMIT\n"), None).unwrap();
         assert_eq!(out, "* nat\nCOMMIT\n");
     }
 }

@@ -108,7 +108,7 @@ fn read(runner: &Runner, family: Family, program: String, variant: Variant) -> R
 /// `<program>-save --version`: `iptables-save v1.8.9 (nf_tables)`.
 fn ask_version(runner: &Runner, tool: &mut Tool) {
     let save = tool.save_program();
-    match runner.run(&save, &["--version"], None, false) {
+    match runner.run(&save, &["--version"], None, None) {
         Ok(out) => {
             if out.contains("nf_tables") {
                 tool.variant = Variant::Nft;

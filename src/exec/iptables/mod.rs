@@ -10,6 +10,7 @@
 mod cleanup;
 mod commands;
 mod detect;
+mod sandbox;
 mod state;
 
 use crate::config::Config;
@@ -43,7 +44,7 @@ impl FamilyRun {
 
 pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
     // In CNI mode the lock is scoped to the pod: its network namespace file.
-    let runner = Runner::new(config.network_namespace.clone().filter(|_| config.cni_mode));
+    let runner = Runner::new(config.cni_mode, config.network_namespace.clone());
     let mut families = vec![Family::V4];
     if config.enable_ipv6 {
         families.push(Family::V6);
