@@ -267,6 +267,36 @@ mod tests {
         TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
+    fn config(args: &[&str]) -> Config {
+        let argv = ["istio-iptables", "--enable-inbound-ipv6=false"].into_iter().chain(args.iter().copied());
+        let env = std::collections::BTreeMap::new();
+        let flags = match crate::cli::parse(argv, &env).unwrap() {
+            crate::cli::Parsed::Run(flags) => flags,
+            other => panic!("{other:?}"),
+        };
+        Config::load(&flags, &env, &crate::config::HostPaths::default()).unwrap()
+    }
+
+    #[test]
+    fn probe_addresses_follow_the_host_ip_family_and_the_flags() {
+        let mut config = config(&["-p", "1501", "-z", "1506", "--iptables-probe-port=1502", "--probe-timeout=250ms"]);
+        config.host_ip = Some("10.0.0.5".parse().unwrap());
+        let expected_v4 = Probe {
+            listen: vec!["127.0.0.1:1501".parse().unwrap(), "127.0.0.1:1506".parse().unwrap()],
+            target: "127.0.0.6:1502".parse().unwrap(),
+            source: "127.0.0.1:0".parse().unwrap(),
+            timeout: Duration::from_millis(250),
+        };
+        assert_eq!(Probe::for_config(&config), expected_v4);
+        config.host_ip = None;
+        assert_eq!(Probe::for_config(&config), expected_v4, "no detected host IP: IPv4");
+        config.host_ip = Some("fd00::5".parse().unwrap());
+        let v6 = Probe::for_config(&config);
+        assert_eq!(v6.listen, ["[::1]:1501".parse().unwrap(), "[::1]:1506".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(v6.target, "[::6]:1502".parse().unwrap());
+        assert_eq!(v6.source, "[::1]:0".parse().unwrap());
+    }
+
     #[test]
     fn failure_message_is_upstreams() {
         assert!(FAILURE_MESSAGE.starts_with("iptables validation failed; workload is not ready for Istio.\n"));
