@@ -3,7 +3,7 @@
 //! The crate is a pipeline, one module per stage:
 //! [`cli`] (argv + environment) → [`config`] (typed, validated) → [`plan`] (ordered rules per
 //! table and chain, per IP family) → [`render`] (iptables-restore text, nft transaction) →
-//! [`exec`] (dry-run printer or real apply).
+//! [`exec`] (dry-run printer or real apply) → [`validation`] (optional: prove the capture works).
 
 pub mod cli;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod host;
 pub mod logging;
 pub mod plan;
 pub mod render;
+pub mod validation;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -45,7 +46,13 @@ where
         exec::netns::enter(std::path::Path::new(namespace))?;
     }
     let config = Config::load(&flags, env, &HostPaths::default())?;
-    exec::execute(&config, stdout)
+    // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
+    // CNI `istio-validation` container); a failed rule stage never reaches it.
+    exec::execute(&config, stdout)?;
+    if config.run_validation {
+        validation::run(&config)?;
+    }
+    Ok(())
 }
 
 /// The process environment as the configuration stage reads it (non-UTF-8 values are kept

@@ -1,0 +1,104 @@
+//! The shipped Kubernetes examples and Dockerfile say what the docs and apply.md §7 say: the
+//! init containers carry Istio's injected argument lists, which this binary accepts, and the
+//! image's entrypoint is the binary.
+
+use std::path::Path;
+use std::process::Command;
+
+/// apply.md §7.1: the default sidecar's `istio-init` arguments (after the image entrypoint).
+const ISTIO_INIT_ARGS: &[&str] = &[
+    "istio-iptables",
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+];
+
+fn read(relative: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The block-style `args:` list of the init container `name` (one `- item` per line; quoted
+/// items are unquoted). Enough YAML for our own files, which the test keeps in that shape.
+fn init_args(manifest: &str, name: &str) -> Vec<String> {
+    let start = manifest.find(&format!("- name: {name}\n")).unwrap_or_else(|| panic!("no container {name}"));
+    let rest = &manifest[start..];
+    let args_at = rest.find("\n    args:\n").expect("an args: list") + "\n    args:\n".len();
+    rest[args_at..]
+        .lines()
+        .map_while(|line| line.strip_prefix("    - "))
+        .map(|item| item.strip_prefix('"').and_then(|i| i.strip_suffix('"')).unwrap_or(item).to_string())
+        .collect()
+}
+
+fn security_context(manifest: &str, name: &str) -> String {
+    let start = manifest.find(&format!("- name: {name}\n")).expect("container");
+    let rest = &manifest[start..];
+    let at = rest.find("    securityContext:\n").expect("securityContext");
+    rest[at..].lines().skip(1).take_while(|line| line.starts_with("      ")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn istio_init_example_runs_the_injected_argv_as_root_with_net_admin() {
+    let manifest = read("examples/istio-init-pod.yaml");
+    assert_eq!(init_args(&manifest, "istio-init"), ISTIO_INIT_ARGS);
+    let context = security_context(&manifest, "istio-init");
+    for line in ["- NET_ADMIN", "- NET_RAW", "runAsUser: 0", "runAsGroup: 0", "runAsNonRoot: false"] {
+        assert!(context.contains(line), "{line} missing from\n{context}");
+    }
+}
+
+#[test]
+fn istio_validation_example_adds_validation_flags_and_runs_as_the_proxy() {
+    let manifest = read("examples/istio-validation-pod.yaml");
+    let mut expected: Vec<&str> = ISTIO_INIT_ARGS.to_vec();
+    expected.extend(["--run-validation", "--skip-rule-apply"]);
+    assert_eq!(init_args(&manifest, "istio-validation"), expected);
+    let context = security_context(&manifest, "istio-validation");
+    for line in ["runAsUser: 1337", "runAsGroup: 1337", "runAsNonRoot: true", "readOnlyRootFilesystem: true"] {
+        assert!(context.contains(line), "{line} missing from\n{context}");
+    }
+    assert!(!context.contains("add:"), "no capabilities are added:\n{context}");
+}
+
+#[test]
+fn the_binary_accepts_the_injected_argv() {
+    // Dry-run only; IPv6 forced off so the host's addresses do not matter.
+    let output = Command::new(env!("CARGO_BIN_EXE_istio-iptables"))
+        .args(ISTIO_INIT_ARGS)
+        .args(["--dry-run", "--enable-inbound-ipv6=false"])
+        .env_clear()
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rules = String::from_utf8_lossy(&output.stdout);
+    assert!(rules.contains("-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001"), "{rules}");
+}
+
+#[test]
+fn dockerfile_entrypoint_is_the_static_binary_with_the_tools_it_runs() {
+    let dockerfile = read("Dockerfile");
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/istio-iptables\"]"));
+    assert!(dockerfile.contains("scripts/build-static.sh"));
+    for tool in ["iptables-legacy-restore", "ip6tables-nft-save", "iptables-save", "ip6tables-restore", " nft;"] {
+        assert!(dockerfile.contains(tool), "{tool} not checked in the runtime image");
+    }
+    for example in ["examples/istio-init-pod.yaml", "examples/istio-validation-pod.yaml"] {
+        assert!(read(example).contains("image: registry.example.com/istio-iptables:0.1.0"), "{example}");
+    }
+    assert!(dockerfile.contains("docker build -t registry.example.com/istio-iptables:0.1.0 ."));
+}
