@@ -29,7 +29,7 @@ hyperfine -N --warmup 10 --runs "$runs" --export-json "$work/times.json" --prepa
   -n "istio-iptables (fresh apply)" "ip netns exec $ns $bin ${argv[*]@Q}" >&2
 
 # Processes: successful execve calls under the tool, minus the tool itself.
-count() { strace -f -qq -e trace=execve -o "$work/trace" ip netns exec "$ns" "$bin" "${argv[@]}";
+count() { strace -f -qq -e trace=execve -o "$work/trace" ip netns exec "$ns" "$bin" "${argv[@]}" 2>/dev/null;
   grep -c 'execve(.* = 0$' "$work/trace" | awk '{print $1 - 2}'; }  # minus `ip` and the tool
 "$work/fresh"
 first=$(count)
