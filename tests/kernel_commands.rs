@@ -120,3 +120,59 @@ fn cni_mode_locks_legacy_writes_per_pod() {
     assert!(!nss.is_empty() && nss.lines().all(|line| line == "empty"), "{nss}");
     assert!(fs::metadata("/etc/nsswitch.conf").is_ok_and(|m| m.len() > 0), "the sandbox was not put to the test");
 }
+
+/// An IPv6 restore that commits its first block (the guardrails) and then fails, as a restore
+/// can when a later table is refused. Other inputs (checks, rollbacks) pass through.
+fn failing_ip6tables_restore(dir: &Path) {
+    let real = support::find_program("ip6tables-nft-restore").expect("ip6tables-nft-restore installed");
+    let script = format!(
+        "#!/bin/sh\ninput=$(cat)\n\
+         case \"$input\" in *'-N ISTIO'*) ;; *) printf '%s\\n' \"$input\" | exec '{real}' \"$@\" ;; esac\n\
+         printf '%s\\n' \"$input\" | awk '{{print}} /^COMMIT$/{{exit}}' | '{real}' \"$@\" || exit 1\n\
+         echo 'ip6tables-nft-restore: line 9 failed: injected failure' >&2\nexit 1\n",
+        real = real.display()
+    );
+    let path = dir.join("ip6tables-nft-restore");
+    fs::write(&path, script).expect("write failing wrapper");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod failing wrapper");
+}
+
+/// A reconcile whose IPv6 restore fails after IPv4 succeeded: the guardrails armed for IPv6 are
+/// removed, neither family keeps any Istio rule (all or nothing: the init container fails and
+/// its retry starts from a clean pod), and the error names the IPv6 step.
+#[test]
+fn failed_ipv6_reconcile_rolls_back_ipv4_and_disarms_guardrails() {
+    let choice = Choice::Forced(Backend::Nft);
+    if !choice.available() {
+        return;
+    }
+    let ns = pod("v6fail");
+    let dual = |extra: &[(&str, &str)]| {
+        let mut changes = vec![("--enable-inbound-ipv6", "true"), ("--force-iptables-binary", "nft")];
+        changes.extend_from_slice(extra);
+        sidecar_with(&changes)
+    };
+    apply_support::istio_ok(&ns, Choice::Detected, &dual(&[]));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    failing_ip6tables_restore(dir.path());
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let out = ns
+        .command("env")
+        .arg(format!("PATH={path}"))
+        .arg(support::binary_under_test())
+        .args(dual(&[("-b", "9080"), ("--reconcile", "")]))
+        .output()
+        .expect("run");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("restore of the IPv6 rules failed") && log.contains("injected failure"), "{log}");
+    for ipv6 in [false, true] {
+        let filter: Vec<String> =
+            apply_support::rules(&ns, Backend::Nft, ipv6).into_iter().filter(|r| r.contains("-j DROP")).collect();
+        assert_eq!(filter, Vec::<String>::new(), "guardrails left armed (IPv6: {ipv6})");
+    }
+    for ipv6 in [false, true] {
+        assert_eq!(apply_support::istio_leftovers(&ns, Backend::Nft, ipv6), Vec::<String>::new(), "IPv6: {ipv6}");
+    }
+}

@@ -239,20 +239,25 @@ fn guardrail_removal() -> Vec<String> {
 
 /// Undoes what happened between two dumps of the same family: every rule line that `after`
 /// has more often than `before` is deleted, and ISTIO chains that `before` lacked are flushed
-/// and deleted. Used when a run fails, so the pod is never left half-captured; what existed
-/// before the run is not touched.
-pub(crate) fn undo(before: &State, after: &State) -> Batch {
+/// and deleted. What existed before is left alone, unless `remove_all`: then everything Istio
+/// that remains goes too (the family must end with none of Istio's rules rather than a mix of
+/// an old and a new configuration).
+pub(crate) fn undo(before: &State, after: &State, remove_all: bool, plan: &[TokenRule]) -> Batch {
     let mut batch = Batch::default();
+    let mut remaining = State::default();
     for (table, chains) in &after.tables {
         let had = before.tables.get(table);
         let new_chains: Vec<&String> = chains.keys().filter(|c| is_istio(c) && had.is_none_or_missing(c)).collect();
         let mut lines = Vec::new();
+        let kept = remaining.tables.entry(table.clone()).or_default();
         for (chain, rules) in chains.iter().filter(|(c, _)| !new_chains.contains(c)) {
             let mut old: Vec<&String> = had.and_then(|h| h.get(chain)).map(|r| r.iter().collect()).unwrap_or_default();
+            let kept = kept.entry(chain.clone()).or_default();
             for rule in rules {
                 match old.iter().position(|o| *o == rule) {
                     Some(at) => {
                         old.remove(at);
+                        kept.push(rule.clone());
                     }
                     None => lines.extend(rule.strip_prefix("-A ").map(|rest| format!("-D {rest}"))),
                 }
@@ -261,6 +266,11 @@ pub(crate) fn undo(before: &State, after: &State) -> Batch {
         lines.extend(new_chains.iter().map(|c| format!("-F {c}")));
         lines.extend(new_chains.iter().map(|c| format!("-X {c}")));
         batch.push_block(table, lines);
+    }
+    if remove_all {
+        for (table, lines) in removal(&remaining, plan) {
+            batch.block(&table).extend(lines);
+        }
     }
     batch
 }
@@ -399,10 +409,16 @@ COMMIT
              -A OUTPUT -j ACCEPT\n-A OUTPUT -j ACCEPT\n-A OUTPUT -j ISTIO_NEW\n-A ISTIO_NEW -j RETURN\nCOMMIT\n",
         );
         assert_eq!(
-            undo(&before, &after).render(),
+            undo(&before, &after, false, &[]).render(),
             "* filter\n-D INPUT -p tcp -j DROP\nCOMMIT\n\
              * nat\n-D OUTPUT -j ACCEPT\n-D OUTPUT -j ISTIO_NEW\n-F ISTIO_NEW\n-X ISTIO_NEW\nCOMMIT\n"
         );
-        assert!(undo(&after, &after).is_empty());
+        assert!(undo(&after, &after, false, &[]).is_empty());
+        // Removing all also takes what was Istio's before the run (but nothing foreign).
+        assert_eq!(
+            undo(&before, &after, true, &[]).render(),
+            "* filter\n-D INPUT -p tcp -j DROP\nCOMMIT\n\
+             * nat\n-D OUTPUT -j ACCEPT\n-D OUTPUT -j ISTIO_NEW\n-F ISTIO_NEW\n-X ISTIO_NEW\n-F ISTIO_OLD\n-X ISTIO_OLD\nCOMMIT\n"
+        );
     }
 }

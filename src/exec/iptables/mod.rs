@@ -94,7 +94,7 @@ fn run(config: &Config, runner: &Runner, runs: &mut [FamilyRun]) -> Result<()> {
     }
     for index in 0..runs.len() {
         if let Err(err) = change(runner, &mut runs[index], decision) {
-            rollback(runner, &runs[..=index]);
+            rollback(runner, &runs[..=index], decision);
             return Err(err);
         }
     }
@@ -173,11 +173,14 @@ fn change(runner: &Runner, run: &mut FamilyRun, decision: Decision) -> Result<()
     Ok(())
 }
 
-/// After a failed restore in the last of `runs`: undo what this run changed in every family
-/// so far (the failed one may have committed some tables), so no family stays half-captured
-/// while another has nothing. State that existed before the run is left alone.
-fn rollback(runner: &Runner, runs: &[FamilyRun]) {
-    for run in runs.iter().filter(|run| run.touched) {
+/// After a failed restore in the last of `runs`: no family may stay half-captured while
+/// another has nothing. Families that succeeded lose everything Istio (for a first apply that is
+/// exactly what this run added; after a reconcile the old rules are gone already). The failed
+/// family (which may have committed some tables, and its guardrails) loses what this run added;
+/// after a reconcile, its remaining old Istio rules go too, rather than a mix of two configs.
+fn rollback(runner: &Runner, runs: &[FamilyRun], decision: Decision) {
+    let failed = runs.len().saturating_sub(1);
+    for (index, run) in runs.iter().enumerate().filter(|(_, run)| run.touched) {
         let after = match runner.save(&run.tool) {
             Ok(saved) => State::parse(&saved),
             Err(e) => {
@@ -185,7 +188,8 @@ fn rollback(runner: &Runner, runs: &[FamilyRun]) {
                 continue;
             }
         };
-        let undo = cleanup::undo(&run.before, &after);
+        let remove_all = index < failed || decision.cleanup;
+        let undo = cleanup::undo(&run.before, &after, remove_all, &run.rules);
         if undo.is_empty() {
             continue;
         }
