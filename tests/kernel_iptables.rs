@@ -196,8 +196,7 @@ fn tproxy_nft() {
 }
 
 /// Outbound and inbound capture over IPv6, and `::6` on `lo`.
-fn ipv6_capture(options: TopologyOptions, extra: &[(&str, &str)]) {
-    let choice = Choice::Detected;
+fn ipv6_capture(choice: Choice, options: TopologyOptions, extra: &[(&str, &str)]) {
     if !choice.available() {
         return;
     }
@@ -205,9 +204,11 @@ fn ipv6_capture(options: TopologyOptions, extra: &[(&str, &str)]) {
     let (app, peer) = (net.app_ip_v6(), net.peer_ip_v6());
     let outbound = Listener::tcp(&net.app, any(true), OUTBOUND);
     let inbound = Listener::tcp(&net.app, any(true), INBOUND);
+    let remote = Listener::tcp(&net.peer, any(true), REMOTE);
     istio_ok(&net.app, choice, &sidecar_with(extra));
 
     assert_captured(&net, &outbound, APP_UID, APP_GID, SocketAddr::new(peer, REMOTE));
+    assert_direct(&net, &remote, PROXY_UID, PROXY_GID, SocketAddr::new(peer, REMOTE));
     assert_captured(&net, &outbound, APP_UID, APP_GID, SocketAddr::new(PEER_ROUTED_V6.into(), REMOTE));
     let incoming = Client::new(&net.peer).tcp((app, APP_PORT)).expect("inbound v6 connect");
     assert_eq!(incoming.response, inbound.label());
@@ -218,12 +219,17 @@ fn ipv6_capture(options: TopologyOptions, extra: &[(&str, &str)]) {
 
 #[test]
 fn ipv6_only_pod() {
-    ipv6_capture(TopologyOptions::ipv6_only(), &[]);
+    ipv6_capture(Choice::Detected, TopologyOptions::ipv6_only(), &[]);
 }
 
 #[test]
-fn dual_stack_pod() {
-    ipv6_capture(TopologyOptions::dual_stack(), &[("--dual-stack", "")]);
+fn dual_stack_pod_nft() {
+    ipv6_capture(Choice::Forced(Backend::Nft), TopologyOptions::dual_stack(), &[("--dual-stack", "")]);
+}
+
+#[test]
+fn dual_stack_pod_legacy() {
+    ipv6_capture(Choice::Forced(Backend::Legacy), TopologyOptions::dual_stack(), &[("--dual-stack", "")]);
 }
 
 /// `--redirect-dns` with a resolv.conf server: the app's UDP and TCP queries go to the agent
