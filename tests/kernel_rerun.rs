@@ -390,3 +390,20 @@ fn tproxy_routes_are_idempotent_for_both_families() {
     let addresses = ns.exec_ok("ip", ["-6", "addr", "show", "dev", "lo"]);
     assert_eq!(addresses.matches("inet6 ::6/128").count(), 1, "{addresses}");
 }
+
+/// With `--network-namespace`, detection looks at the named namespace (its legacy rules), not
+/// at the one the binary started in.
+#[test]
+fn detection_happens_in_the_entered_namespace() {
+    if !(Choice::Forced(Backend::Legacy).available() && Choice::Detected.available()) {
+        return;
+    }
+    let start = Netns::new("start");
+    let target = pod("target");
+    iptables(&target, Backend::Legacy, false, &["-A", "INPUT", "-p", "tcp", "--dport", "9999", "-j", "ACCEPT"]);
+    let path = target.path().to_string_lossy().into_owned();
+    istio_ok(&start, Choice::Detected, &sidecar_with(&[("--network-namespace", &path)]));
+    assert!(!istio_leftovers(&target, Backend::Legacy, false).is_empty());
+    assert!(!has_any_rule(&target, Backend::Nft, false));
+    assert!(!has_any_rule(&start, Backend::Legacy, false) && !has_any_rule(&start, Backend::Nft, false));
+}
