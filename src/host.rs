@@ -90,16 +90,18 @@ pub struct DnsServers {
 
 /// Splits nameserver entries by family (rules.md §1.7 step 3). IPv4-mapped IPv6 stays IPv6.
 ///
-/// Unparsable entries are dropped as upstream does. IPv6 entries with a zone are dropped too,
-/// which upstream does not do: it copies the zone into an iptables `-d` argument, which
-/// iptables-restore then rejects, failing the whole run.
+/// Unparsable entries are dropped as upstream does. An IPv6 entry's zone is dropped (the server
+/// is kept): upstream copies the zone into an iptables `-d` argument, which iptables-restore
+/// rejects, failing the whole run. Keeping the server keeps upstream's decision that DNS capture
+/// is on.
 pub fn split_dns_servers(entries: &[String]) -> DnsServers {
     let mut servers = DnsServers::default();
     for entry in entries {
         match parse_go_addr(entry) {
             Ok((IpAddr::V4(addr), _)) => servers.v4.push(addr),
-            Ok((IpAddr::V6(_), Some(zone))) => {
-                tracing::warn!("ignoring nameserver {entry}: IPv6 zone %{zone} cannot be used in an iptables rule")
+            Ok((IpAddr::V6(addr), Some(zone))) => {
+                tracing::warn!("nameserver {entry}: ignoring the zone %{zone}, which a netfilter rule cannot match");
+                servers.v6.push(addr);
             }
             Ok((IpAddr::V6(addr), None)) => servers.v6.push(addr),
             Err(err) => tracing::debug!("ignoring nameserver {entry}: {err}"),
@@ -283,11 +285,11 @@ nameserver 5.5.5.5";
             servers,
             DnsServers {
                 v4: vec![Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(10, 0, 0, 10)],
-                v6: vec!["::7f00:35".parse().unwrap(), "::ffff:1.2.3.4".parse().unwrap(), "fd00::a".parse().unwrap(),],
+                v6: ["::7f00:35", "::ffff:1.2.3.4", "fe80::1", "fd00::a"].map(|s| s.parse().unwrap()).to_vec(),
             }
         );
         let printed: Vec<String> = servers.v6.iter().map(ToString::to_string).collect();
-        assert_eq!(printed, ["::7f00:35", "::ffff:1.2.3.4", "fd00::a"]);
+        assert_eq!(printed, ["::7f00:35", "::ffff:1.2.3.4", "fe80::1", "fd00::a"]);
         assert_eq!(split_dns_servers(&[]), DnsServers::default());
     }
 

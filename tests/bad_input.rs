@@ -51,9 +51,10 @@ fn every_bad_value_is_rejected_before_anything_is_written() {
             "--resolv-conf",
             "/dev/null",
         ]);
-        // TPROXY makes the mark appear in the rules, so a bad mark would matter. Set through the
+        // TPROXY with every inbound port uses the mark, the route table and the exclude ports, so a
+        // bad value in any of them matters. Set through the
         // environment so that an entry for the same setting (env or flag) takes precedence.
-        cmd.env("ISTIO_INBOUND_INTERCEPTION_MODE", "TPROXY").env("ISTIO_INBOUND_PORTS", "80");
+        cmd.env("ISTIO_INBOUND_INTERCEPTION_MODE", "TPROXY").env("ISTIO_INBOUND_PORTS", "*");
         match entry.setting.strip_prefix("env:") {
             Some(name) => {
                 cmd.env(name, &entry.value);

@@ -180,3 +180,16 @@ fn short_flag_forms_are_equivalent() {
         assert_eq!(with(form), expected, "{form:?}");
     }
 }
+
+#[test]
+fn resolv_conf_in_another_encoding_is_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, b"# G\xe9n\xe9r\xe9\nnameserver 10.0.0.10\n").expect("write");
+    tool()
+        .args(["--dry-run", "-u", "1337", "--redirect-dns", "--resolv-conf"])
+        .arg(&resolv)
+        .assert()
+        .success()
+        .stdout(contains("-A ISTIO_OUTPUT_DNS -p tcp --dport 53 -d 10.0.0.10/32 -j REDIRECT --to-ports 15053"));
+}

@@ -3,7 +3,7 @@
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::values::{split_list, trim_spaces};
+use super::values::{list_items, trim_spaces};
 use crate::error::{Error, Result};
 use crate::gocompat;
 
@@ -17,7 +17,7 @@ pub struct CidrLists {
 impl CidrLists {
     pub fn parse(setting: &str, raw: &str) -> Result<Self> {
         let mut lists = CidrLists::default();
-        for item in split_list(raw) {
+        for item in list_items(setting, raw)? {
             match gocompat::parse_go_prefix(item).map_err(|reason| Error::invalid(setting, item, reason))? {
                 IpNet::V4(net) => lists.v4.push(net),
                 IpNet::V6(net) => lists.v6.push(net),

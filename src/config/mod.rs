@@ -21,6 +21,20 @@ use crate::host;
 /// Owner-group filters allow at most this many groups in an include list (upstream's limit).
 const MAX_OWNER_GROUPS: usize = 64;
 const DEFAULT_PROXY_UID: &str = "1337";
+const DEFAULT_TPROXY_MARK: u32 = 1337;
+const DEFAULT_TPROXY_ROUTE_TABLE: u32 = 133;
+
+/// A setting's parsed value; when this run does not use the setting, a bad value is logged and
+/// replaced by `fallback` instead of failing a run it cannot affect.
+fn used<T>(is_used: bool, parsed: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+    match parsed {
+        Err(err) if !is_used => {
+            tracing::debug!("ignoring a setting this run does not use: {err}");
+            Ok(fallback())
+        }
+        other => other,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InterceptionMode {
@@ -121,9 +135,16 @@ impl Config {
         let reader = FlagReader { flags };
         let env_or = |name: &str, default: &str| env.get(name).cloned().unwrap_or_else(|| default.to_string());
 
-        let owner_groups = owner_groups(
-            &env_or("ISTIO_OUTBOUND_OWNER_GROUPS", "*"),
-            &env_or("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", ""),
+        // With --skip-rule-apply no rule is generated, so (as upstream) settings that only shape
+        // rules cannot fail the run: the CNI validation container gets the whole injected argv.
+        let rules = !flags.bool(FlagId::SkipRuleApply);
+        let owner_groups = used(
+            rules,
+            owner_groups(
+                &env_or("ISTIO_OUTBOUND_OWNER_GROUPS", "*"),
+                &env_or("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", ""),
+            ),
+            || OwnerGroups::AllExcept(vec![]),
         )?;
         let force_iptables_binary = match flags.string(FlagId::ForceIptablesBinary) {
             "" => None,
@@ -134,12 +155,19 @@ impl Config {
         let loopback_cidr = cidr::parse_loopback(&env_or("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "127.0.0.1/32"))?;
 
         // Exclude before include, as upstream reports the first failure.
-        let outbound_exclude = cidr::parse_exclude(
-            &flags.setting_name(FlagId::ServiceExcludeCidr),
-            flags.string(FlagId::ServiceExcludeCidr),
+        let outbound_exclude = used(
+            rules,
+            cidr::parse_exclude(
+                &flags.setting_name(FlagId::ServiceExcludeCidr),
+                flags.string(FlagId::ServiceExcludeCidr),
+            ),
+            CidrLists::default,
         )?;
-        let outbound_include =
-            OutboundCidrs::parse(&flags.setting_name(FlagId::ServiceCidr), flags.string(FlagId::ServiceCidr))?;
+        let outbound_include = used(
+            rules,
+            OutboundCidrs::parse(&flags.setting_name(FlagId::ServiceCidr), flags.string(FlagId::ServiceCidr)),
+            || OutboundCidrs::Only(CidrLists::default()),
+        )?;
 
         let mode = flags.string(FlagId::InterceptionMode);
         let interception_mode = if mode == "TPROXY" { InterceptionMode::Tproxy } else { InterceptionMode::Redirect };
@@ -148,8 +176,21 @@ impl Config {
                 "interception mode {mode:?} is neither REDIRECT nor TPROXY; using REDIRECT as upstream does"
             );
         }
+        let tproxy = interception_mode == InterceptionMode::Tproxy;
+        let inbound_ports = used(
+            rules,
+            InboundPorts::parse(&reader.name(FlagId::InboundPorts), flags.string(FlagId::InboundPorts)),
+            || InboundPorts::None,
+        )?;
+        // The mark only appears in TPROXY rules; the route table only in TPROXY's routes.
+        let tproxy_mark = used(rules && tproxy, reader.number(FlagId::TproxyMark), || DEFAULT_TPROXY_MARK)?;
+        let routes_needed = rules && tproxy && inbound_ports != InboundPorts::None;
+        let tproxy_route_table =
+            used(routes_needed, reader.number(FlagId::TproxyRouteTable), || DEFAULT_TPROXY_ROUTE_TABLE)?;
+        let inbound_exclude_ports =
+            used(rules && inbound_ports == InboundPorts::All, reader.port_list(FlagId::LocalExcludePorts), Vec::new)?;
 
-        let (proxy_uids, proxy_gids) = proxy_owners(&reader, env, paths)?;
+        let (proxy_uids, proxy_gids) = used(rules, proxy_owners(&reader, env, paths), || (vec![], vec![]))?;
         let dual_stack = flags.bool(FlagId::DualStack);
         let (enable_ipv6, host_ip) = match flags.optional_bool(FlagId::EnableInboundIpv6) {
             Some(forced) => (forced, None),
@@ -171,20 +212,20 @@ impl Config {
         Ok(Config {
             proxy_port: reader.port(FlagId::EnvoyPort)?,
             inbound_capture_port: reader.port(FlagId::InboundCapturePort)?,
-            inbound_tunnel_port: reader.port(FlagId::InboundTunnelPort)?,
+            inbound_tunnel_port: used(rules, reader.port(FlagId::InboundTunnelPort), || Port(15008))?,
             proxy_uids,
             proxy_gids,
             interception_mode,
-            inbound_ports: InboundPorts::parse(&reader.name(FlagId::InboundPorts), flags.string(FlagId::InboundPorts))?,
-            inbound_exclude_ports: reader.port_list(FlagId::LocalExcludePorts)?,
-            exclude_interfaces: reader.ifaces(FlagId::ExcludeInterfaces)?,
+            inbound_ports,
+            inbound_exclude_ports,
+            exclude_interfaces: used(rules, reader.ifaces(FlagId::ExcludeInterfaces), Vec::new)?,
             outbound_include,
             outbound_exclude,
-            outbound_ports_include: reader.port_list(FlagId::OutboundPorts)?,
-            outbound_ports_exclude: reader.port_list(FlagId::LocalOutboundPortsExclude)?,
-            kube_virt_interfaces: reader.ifaces(FlagId::KubeVirtInterfaces)?,
-            tproxy_mark: reader.number(FlagId::TproxyMark)?,
-            tproxy_route_table: reader.number(FlagId::TproxyRouteTable)?,
+            outbound_ports_include: used(rules, reader.port_list(FlagId::OutboundPorts), Vec::new)?,
+            outbound_ports_exclude: used(rules, reader.port_list(FlagId::LocalOutboundPortsExclude), Vec::new)?,
+            kube_virt_interfaces: used(rules, reader.ifaces(FlagId::KubeVirtInterfaces), Vec::new)?,
+            tproxy_mark,
+            tproxy_route_table,
             owner_groups,
             loopback_cidr,
             enable_ipv6,
@@ -290,8 +331,10 @@ fn dns_capture(redirect_dns: bool, capture_all: bool, resolv_conf: &Path) -> Res
     if capture_all {
         return Ok(DnsCapture::All);
     }
-    let text = std::fs::read_to_string(resolv_conf)
-        .map_err(|source| Error::ReadFile { path: resolv_conf.to_path_buf(), source })?;
+    // Bytes, not UTF-8: a comment in another encoding must not make the file unreadable.
+    let bytes =
+        std::fs::read(resolv_conf).map_err(|source| Error::ReadFile { path: resolv_conf.to_path_buf(), source })?;
+    let text = String::from_utf8_lossy(&bytes);
     let servers = host::split_dns_servers(&host::parse_resolv_conf_nameservers(&text));
     if servers.v4.is_empty() && servers.v6.is_empty() {
         tracing::warn!(

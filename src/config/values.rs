@@ -15,6 +15,15 @@ pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
     raw.split(',').map(trim_spaces).filter(|item| !item.is_empty())
 }
 
+/// Items of a comma list, refusing a value made only of spaces: trimming it to nothing would
+/// silently turn a mistake into a different configuration (no proxy uid, no capture).
+pub fn list_items<'a>(setting: &str, raw: &'a str) -> Result<Vec<&'a str>> {
+    if !raw.is_empty() && trim_spaces(raw).is_empty() {
+        return Err(Error::invalid(setting, raw, "the value is blank"));
+    }
+    Ok(split_list(raw).collect())
+}
+
 /// Trims space characters only: a tab or newline is never harmless padding, so it stays in the
 /// value and is rejected by the parser.
 pub fn trim_spaces(raw: &str) -> &str {
@@ -65,7 +74,10 @@ impl PortSpec {
         match raw.split_once(':') {
             None => parse_port_number(raw).map(PortSpec::Single).ok_or_else(bad),
             Some((low, high)) => {
-                let (low, high) = (parse_port_number(low).ok_or_else(bad)?, parse_port_number(high).ok_or_else(bad)?);
+                // iptables reads an open end as 0 or 65535.
+                let low = if low.is_empty() && !high.is_empty() { Some(0) } else { parse_port_number(low) };
+                let high = if high.is_empty() && low.is_some() { Some(u16::MAX) } else { parse_port_number(high) };
+                let (low, high) = (low.ok_or_else(bad)?, high.ok_or_else(bad)?);
                 if low > high {
                     return Err(Error::invalid(setting, raw, "the first port of a range must not exceed the last"));
                 }
@@ -76,7 +88,7 @@ impl PortSpec {
 
     /// A comma list of ports; items are trimmed and empty items dropped.
     pub fn parse_list(setting: &str, raw: &str) -> Result<Vec<Self>> {
-        split_list(raw).map(|item| Self::parse(setting, item)).collect()
+        list_items(setting, raw)?.into_iter().map(|item| Self::parse(setting, item)).collect()
     }
 
     /// The iptables spelling (`N` or `N:M`).
@@ -108,6 +120,7 @@ pub enum InboundPorts {
 impl InboundPorts {
     pub fn parse(setting: &str, raw: &str) -> Result<Self> {
         match trim_spaces(raw) {
+            "" if !raw.is_empty() => Err(Error::invalid(setting, raw, "the value is blank")),
             "" => Ok(InboundPorts::None),
             "*" => Ok(InboundPorts::All),
             _ => PortSpec::parse_list(setting, raw).map(InboundPorts::Listed),
@@ -136,7 +149,7 @@ impl IfaceName {
     }
 
     pub fn parse_list(setting: &str, raw: &str) -> Result<Vec<Self>> {
-        split_list(raw).map(|item| Self::parse(setting, item)).collect()
+        list_items(setting, raw)?.into_iter().map(|item| Self::parse(setting, item)).collect()
     }
 
     pub fn as_str(&self) -> &str {
@@ -177,7 +190,7 @@ impl OwnerId {
     }
 
     pub fn parse_list(setting: &str, raw: &str) -> Result<Vec<Self>> {
-        split_list(raw).map(|item| Self::parse(setting, item)).collect()
+        list_items(setting, raw)?.into_iter().map(|item| Self::parse(setting, item)).collect()
     }
 
     pub fn as_str(&self) -> &str {
@@ -191,22 +204,19 @@ impl fmt::Display for OwnerId {
     }
 }
 
-/// A packet mark or a routing table number (decimal, 32 bits).
+/// A packet mark or a routing table number: decimal, or hexadecimal with `0x` (as iptables
+/// accepts marks), 32 bits.
 pub fn parse_u32(setting: &str, raw: &str) -> Result<u32> {
     let trimmed = trim_spaces(raw);
-    if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::invalid(setting, raw, "expected a decimal number"));
+    let (digits, radix) = match trimmed.strip_prefix("0x").or_else(|| trimmed.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (trimmed, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(Error::invalid(setting, raw, "expected a decimal or 0x-prefixed hexadecimal number"));
     }
-    trimmed.parse().map_err(|_| Error::invalid(setting, raw, "expected a number that fits in 32 bits"))
-}
-
-/// Rejects characters that must never reach a rule, for settings whose content is otherwise free
-/// (upstream-checked values such as the loopback CIDR are parsed, so this is a first line only).
-pub fn reject_unsafe_chars(setting: &str, raw: &str) -> Result<()> {
-    match raw.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '#' | '`' | ';')) {
-        Some(c) => Err(Error::invalid(setting, raw, format!("{c:?} is not allowed here"))),
-        None => Ok(()),
-    }
+    u32::from_str_radix(digits, radix)
+        .map_err(|_| Error::invalid(setting, raw, "expected a number that fits in 32 bits"))
 }
 
 #[cfg(test)]
@@ -227,7 +237,9 @@ mod tests {
         assert_eq!(PortSpec::parse("f", "0").unwrap(), PortSpec::Single(0));
         assert_eq!(PortSpec::parse("f", "1000:2000").unwrap().iptables(), "1000:2000");
         assert_eq!(PortSpec::parse("f", "1000:2000").unwrap().nft(), "1000-2000");
-        for bad in ["65536", "-1", "1:", ":2", "2:1", "80 ", "8o", "1-2", "+80", "99999999999"] {
+        assert_eq!(PortSpec::parse("f", "1024:").unwrap(), PortSpec::Range(1024, 65535));
+        assert_eq!(PortSpec::parse("f", ":1024").unwrap(), PortSpec::Range(0, 1024));
+        for bad in ["65536", "-1", ":", "2:1", "80 ", "8o", "1-2", "+80", "99999999999", "http", "1:2:3"] {
             assert!(PortSpec::parse("f", bad).is_err(), "{bad}");
         }
         assert_eq!(Port::parse("f", "15001").unwrap().0, 15001);
@@ -239,6 +251,8 @@ mod tests {
         assert_eq!(InboundPorts::parse("f", "").unwrap(), InboundPorts::None);
         assert_eq!(InboundPorts::parse("f", "*").unwrap(), InboundPorts::All);
         assert_eq!(InboundPorts::parse("f", ",").unwrap(), InboundPorts::Listed(vec![]));
+        assert!(InboundPorts::parse("f", "  ").is_err());
+        assert!(PortSpec::parse_list("f", " ").is_err());
         assert!(InboundPorts::parse("f", "*,80").is_err());
     }
 
@@ -265,7 +279,8 @@ mod tests {
     #[test]
     fn marks() {
         assert_eq!(parse_u32("f", "1337").unwrap(), 1337);
-        for bad in ["", "0x10", "-1", "4294967296", "1 2"] {
+        assert_eq!(parse_u32("f", "0x539").unwrap(), 1337);
+        for bad in ["", "0x", "0xg", "-1", "4294967296", "1 2", "main"] {
             assert!(parse_u32("f", bad).is_err(), "{bad:?}");
         }
     }
