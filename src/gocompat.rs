@@ -72,10 +72,7 @@ fn parse_uint16_base0(s: &str) -> Result<u16, NumError> {
         }
         // Go reports range as soon as the running value overflows, even if a later character
         // would have been a syntax error ("70000x" is out of range, not invalid).
-        value = value
-            .checked_mul(base)
-            .and_then(|v| v.checked_add(digit))
-            .ok_or(NumError::Range)?;
+        value = value.checked_mul(base).and_then(|v| v.checked_add(digit)).ok_or(NumError::Range)?;
     }
     if saw_underscore && !underscores_ok(bytes) {
         return Err(NumError::Syntax);
@@ -107,13 +104,7 @@ fn underscores_ok(s: &[u8]) -> bool {
 /// leading-`0` octal, and Go's underscore digit separators. The error is Go's message, e.g.
 /// `strconv.ParseUint: parsing "70000": value out of range`.
 pub fn parse_go_u16(s: &str) -> Result<u16, String> {
-    parse_uint16_base0(s).map_err(|e| {
-        format!(
-            "strconv.ParseUint: parsing {}: {}",
-            go_quote(s),
-            e.text()
-        )
-    })
+    parse_uint16_base0(s).map_err(|e| format!("strconv.ParseUint: parsing {}: {}", go_quote(s), e.text()))
 }
 
 /// Env semantics for a uint16 flag (rules.md §1.3): upstream ignores the error but keeps the
@@ -168,24 +159,14 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             return Err(invalid());
         }
 
-        let unit_len = rest
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(rest.len());
         if unit_len == 0 {
-            return Err(format!(
-                "time: missing unit in duration {}",
-                time_quote(s)
-            ));
+            return Err(format!("time: missing unit in duration {}", time_quote(s)));
         }
         let unit_name = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let unit = duration_unit_nanos(unit_name).ok_or_else(|| {
-            format!(
-                "time: unknown unit {} in duration {}",
-                time_quote(unit_name),
-                time_quote(s)
-            )
-        })?;
+        let unit = duration_unit_nanos(unit_name)
+            .ok_or_else(|| format!("time: unknown unit {} in duration {}", time_quote(unit_name), time_quote(s)))?;
 
         if whole > DURATION_LIMIT / unit {
             return Err(invalid());
@@ -279,17 +260,9 @@ pub fn format_go_duration(d: Duration) -> String {
         return format!("{}{}\u{b5}s", nanos / 1_000, fraction_digits(nanos % 1_000, 3));
     }
     if nanos < 1_000_000_000 {
-        return format!(
-            "{}{}ms",
-            nanos / 1_000_000,
-            fraction_digits(nanos % 1_000_000, 6)
-        );
+        return format!("{}{}ms", nanos / 1_000_000, fraction_digits(nanos % 1_000_000, 6));
     }
-    let seconds = format!(
-        "{}{}s",
-        (nanos / 1_000_000_000) % 60,
-        fraction_digits(nanos % 1_000_000_000, 9)
-    );
+    let seconds = format!("{}{}s", (nanos / 1_000_000_000) % 60, fraction_digits(nanos % 1_000_000_000, 9));
     let minutes = nanos / 60_000_000_000;
     if minutes == 0 {
         return seconds;
@@ -393,11 +366,7 @@ struct AddrError {
 
 impl AddrError {
     fn new(input: &str, msg: &'static str, at: &str) -> Self {
-        AddrError {
-            input: input.to_owned(),
-            msg,
-            at: at.to_owned(),
-        }
+        AddrError { input: input.to_owned(), msg, at: at.to_owned() }
     }
 }
 
@@ -433,11 +402,7 @@ fn parse_ipv4(input: &str, text: &str) -> Result<Ipv4Addr, AddrError> {
         match c {
             b'0'..=b'9' => {
                 if digit_count == 1 && value == 0 {
-                    return Err(AddrError::new(
-                        input,
-                        "IPv4 field has octet with leading zero",
-                        "",
-                    ));
+                    return Err(AddrError::new(input, "IPv4 field has octet with leading zero", ""));
                 }
                 value = value
                     .checked_mul(10)
@@ -447,11 +412,7 @@ fn parse_ipv4(input: &str, text: &str) -> Result<Ipv4Addr, AddrError> {
             }
             b'.' => {
                 if i == 0 || i == bytes.len() - 1 || bytes[i - 1] == b'.' {
-                    return Err(AddrError::new(
-                        input,
-                        "IPv4 field must have at least one digit",
-                        &text[i..],
-                    ));
+                    return Err(AddrError::new(input, "IPv4 field must have at least one digit", &text[i..]));
                 }
                 if pos == 3 {
                     return Err(AddrError::new(input, "IPv4 address too long", ""));
@@ -504,24 +465,15 @@ fn parse_ipv6(input: &str) -> Result<(Ipv6Addr, Option<String>), AddrError> {
             len += 1;
         }
         if len == 0 {
-            return Err(err(
-                "each colon-separated field must have at least one digit",
-                s,
-            ));
+            return Err(err("each colon-separated field must have at least one digit", s));
         }
 
         if bytes.get(len) == Some(&b'.') {
             if ellipsis.is_none() && i != 12 {
-                return Err(err(
-                    "embedded IPv4 address must replace the final 2 fields of the address",
-                    s,
-                ));
+                return Err(err("embedded IPv4 address must replace the final 2 fields of the address", s));
             }
             if i + 4 > 16 {
-                return Err(err(
-                    "too many hex fields to fit an embedded IPv4 at the end of the address",
-                    s,
-                ));
+                return Err(err("too many hex fields to fit an embedded IPv4 at the end of the address", s));
             }
             let v4 = parse_ipv4(input, s)?;
             ip[i..i + 4].copy_from_slice(&v4.octets());
@@ -565,12 +517,7 @@ fn parse_ipv6(input: &str) -> Result<(Ipv6Addr, Option<String>), AddrError> {
             ip.copy_within(at..i, at + gap);
             ip[at..at + gap].fill(0);
         }
-        Some(_) => {
-            return Err(err(
-                "the :: must expand to at least one field of zeros",
-                "",
-            ))
-        }
+        Some(_) => return Err(err("the :: must expand to at least one field of zeros", "")),
         None if i < 16 => return Err(err("address string too short", "")),
         None => {}
     }
@@ -674,8 +621,8 @@ mod tests {
     #[test]
     fn u16_syntax_errors_match_go() {
         for s in [
-            "", "abc", "-1", "+1", " 1", "1 ", "08", "0x", "0b", "0b2", "0xg", "12a", "1__0",
-            "_1", "1_", "0x_", "9\u{e9}",
+            "", "abc", "-1", "+1", " 1", "1 ", "08", "0x", "0b", "0b2", "0xg", "12a", "1__0", "_1", "1_", "0x_",
+            "9\u{e9}",
         ] {
             assert_eq!(
                 parse_go_u16(s),
@@ -683,18 +630,12 @@ mod tests {
                 "{s:?}"
             );
         }
-        assert_eq!(
-            parse_go_u16("x"),
-            Err(r#"strconv.ParseUint: parsing "x": invalid syntax"#.to_owned())
-        );
+        assert_eq!(parse_go_u16("x"), Err(r#"strconv.ParseUint: parsing "x": invalid syntax"#.to_owned()));
     }
 
     #[test]
     fn u16_range_errors_match_go() {
-        assert_eq!(
-            parse_go_u16("70000"),
-            Err(r#"strconv.ParseUint: parsing "70000": value out of range"#.to_owned())
-        );
+        assert_eq!(parse_go_u16("70000"), Err(r#"strconv.ParseUint: parsing "70000": value out of range"#.to_owned()));
         for s in ["65536", "0x10000", "999999999999999999999", "70000x"] {
             assert!(parse_go_u16(s).is_err_and(|e| e.ends_with("value out of range")), "{s}");
         }
@@ -761,14 +702,8 @@ mod tests {
             ("9223372036854775808ns", r#"time: invalid duration "9223372036854775808ns""#),
             ("99999999999999999999s", r#"time: invalid duration "99999999999999999999s""#),
             ("2562048h", r#"time: invalid duration "2562048h""#),
-            (
-                "9223372036854775.9us",
-                r#"time: invalid duration "9223372036854775.9us""#,
-            ),
-            (
-                "2562047h2562047h",
-                r#"time: invalid duration "2562047h2562047h""#,
-            ),
+            ("9223372036854775.9us", r#"time: invalid duration "9223372036854775.9us""#),
+            ("2562047h2562047h", r#"time: invalid duration "2562047h2562047h""#),
             ("\u{e9}", r#"time: invalid duration "\xc3\xa9""#),
             ("1\u{e9}", r#"time: unknown unit "\xc3\xa9" in duration "1\xc3\xa9""#),
             ("\"\\\t", r#"time: invalid duration "\"\\\x09""#),
@@ -812,10 +747,7 @@ mod tests {
     fn go_quote_escapes_like_strconv() {
         assert_eq!(go_quote("abc"), r#""abc""#);
         assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
-        assert_eq!(
-            go_quote("\u{7}\u{8}\u{c}\n\r\t\u{b}"),
-            r#""\a\b\f\n\r\t\v""#
-        );
+        assert_eq!(go_quote("\u{7}\u{8}\u{c}\n\r\t\u{b}"), r#""\a\b\f\n\r\t\v""#);
         assert_eq!(go_quote("\u{0}\u{1b}\u{7f}"), r#""\x00\x1b\x7f""#);
         assert_eq!(go_quote("caf\u{e9} \u{1F600}"), "\"caf\u{e9} \u{1F600}\"");
         assert_eq!(go_quote("\u{a0}\u{200b}\u{85}"), r#""\u00a0\u200b\u0085""#);
@@ -826,16 +758,10 @@ mod tests {
     fn prefix_errors_from_spec_are_exact() {
         let cases = [
             ("10.0.0.0", r#"netip.ParsePrefix("10.0.0.0"): no '/'"#),
-            (
-                "1.2.3/8",
-                r#"netip.ParsePrefix("1.2.3/8"): ParseAddr("1.2.3"): IPv4 address too short"#,
-            ),
+            ("1.2.3/8", r#"netip.ParsePrefix("1.2.3/8"): ParseAddr("1.2.3"): IPv4 address too short"#),
             ("1.2.3.4/33", r#"netip.ParsePrefix("1.2.3.4/33"): prefix length out of range"#),
             ("1.2.3.4/08", r#"netip.ParsePrefix("1.2.3.4/08"): bad bits after slash: "08""#),
-            (
-                "fe80::1%eth0/64",
-                r#"netip.ParsePrefix("fe80::1%eth0/64"): IPv6 zones cannot be present in a prefix"#,
-            ),
+            ("fe80::1%eth0/64", r#"netip.ParsePrefix("fe80::1%eth0/64"): IPv6 zones cannot be present in a prefix"#),
         ];
         for (s, want) in cases {
             assert_eq!(parse_go_prefix(s), Err(want.to_owned()), "{s}");
@@ -849,19 +775,12 @@ mod tests {
             let s = format!("1.2.3.4/{bits}");
             assert_eq!(
                 parse_go_prefix(&s),
-                Err(format!(
-                    "netip.ParsePrefix({}): bad bits after slash: {}",
-                    go_quote(&s),
-                    go_quote(bits)
-                )),
+                Err(format!("netip.ParsePrefix({}): bad bits after slash: {}", go_quote(&s), go_quote(bits))),
                 "{s:?}"
             );
         }
         for s in ["::/129", "1.2.3.4/300", "1.2.3.4/9999999999"] {
-            assert!(
-                parse_go_prefix(s).is_err_and(|e| e.ends_with("prefix length out of range")),
-                "{s}"
-            );
+            assert!(parse_go_prefix(s).is_err_and(|e| e.ends_with("prefix length out of range")), "{s}");
         }
         assert_eq!(parse_go_prefix("1.2.3.4/0").map(|n| n.prefix_len()), Ok(0));
         assert_eq!(parse_go_prefix("::/128").map(|n| n.prefix_len()), Ok(128));
@@ -919,30 +838,15 @@ mod tests {
 
     #[test]
     fn addr_parses_zones_and_families() {
-        assert_eq!(
-            parse_go_addr("fe80::1%eth0"),
-            Ok(("fe80::1".parse().unwrap(), Some("eth0".to_owned())))
-        );
+        assert_eq!(parse_go_addr("fe80::1%eth0"), Ok(("fe80::1".parse().unwrap(), Some("eth0".to_owned()))));
         assert_eq!(parse_go_addr("::%lo"), Ok(("::".parse().unwrap(), Some("lo".to_owned()))));
         assert_eq!(parse_go_addr("10.0.0.1"), Ok(("10.0.0.1".parse().unwrap(), None)));
-        assert_eq!(
-            parse_go_addr("1:2:3:4:5:6:1.2.3.4"),
-            Ok(("1:2:3:4:5:6:102:304".parse().unwrap(), None))
-        );
-        assert_eq!(
-            parse_go_addr("::1.2.3.4%z"),
-            Ok(("::102:304".parse().unwrap(), Some("z".to_owned())))
-        );
+        assert_eq!(parse_go_addr("1:2:3:4:5:6:1.2.3.4"), Ok(("1:2:3:4:5:6:102:304".parse().unwrap(), None)));
+        assert_eq!(parse_go_addr("::1.2.3.4%z"), Ok(("::102:304".parse().unwrap(), Some("z".to_owned()))));
         assert_eq!(parse_go_addr("1::"), Ok(("1::".parse().unwrap(), None)));
-        assert_eq!(
-            parse_go_addr("1:2:3:4:5:6:7:8"),
-            Ok(("1:2:3:4:5:6:7:8".parse().unwrap(), None))
-        );
+        assert_eq!(parse_go_addr("1:2:3:4:5:6:7:8"), Ok(("1:2:3:4:5:6:7:8".parse().unwrap(), None)));
         assert_eq!(parse_go_addr("0.0.0.0"), Ok(("0.0.0.0".parse().unwrap(), None)));
-        assert_eq!(
-            parse_go_addr("255.255.255.255"),
-            Ok(("255.255.255.255".parse().unwrap(), None))
-        );
+        assert_eq!(parse_go_addr("255.255.255.255"), Ok(("255.255.255.255".parse().unwrap(), None)));
     }
 
     #[test]
@@ -956,36 +860,15 @@ mod tests {
             ("01.2.3.4", r#"ParseAddr("01.2.3.4"): IPv4 field has octet with leading zero"#),
             ("1.2.3.256", r#"ParseAddr("1.2.3.256"): IPv4 field has value >255"#),
             ("1.2.3.300", r#"ParseAddr("1.2.3.300"): IPv4 field has value >255"#),
-            (
-                ".1.2.3",
-                r#"ParseAddr(".1.2.3"): IPv4 field must have at least one digit (at ".1.2.3")"#,
-            ),
-            (
-                "1.2.3.",
-                r#"ParseAddr("1.2.3."): IPv4 field must have at least one digit (at ".")"#,
-            ),
-            (
-                "1..2.3",
-                r#"ParseAddr("1..2.3"): IPv4 field must have at least one digit (at ".2.3")"#,
-            ),
+            (".1.2.3", r#"ParseAddr(".1.2.3"): IPv4 field must have at least one digit (at ".1.2.3")"#),
+            ("1.2.3.", r#"ParseAddr("1.2.3."): IPv4 field must have at least one digit (at ".")"#),
+            ("1..2.3", r#"ParseAddr("1..2.3"): IPv4 field must have at least one digit (at ".2.3")"#),
             ("1.2.3.a", r#"ParseAddr("1.2.3.a"): unexpected character (at "a")"#),
-            (
-                "1.2.3.4%eth0",
-                r#"ParseAddr("1.2.3.4%eth0"): unexpected character (at "%eth0")"#,
-            ),
+            ("1.2.3.4%eth0", r#"ParseAddr("1.2.3.4%eth0"): unexpected character (at "%eth0")"#),
             ("fe80::1%", r#"ParseAddr("fe80::1%"): zone must be a non-empty string"#),
-            (
-                "12345::",
-                r#"ParseAddr("12345::"): each group must have 4 or less digits (at "12345::")"#,
-            ),
-            (
-                "::gggg",
-                r#"ParseAddr("::gggg"): each colon-separated field must have at least one digit (at "gggg")"#,
-            ),
-            (
-                ":1",
-                r#"ParseAddr(":1"): each colon-separated field must have at least one digit (at ":1")"#,
-            ),
+            ("12345::", r#"ParseAddr("12345::"): each group must have 4 or less digits (at "12345::")"#),
+            ("::gggg", r#"ParseAddr("::gggg"): each colon-separated field must have at least one digit (at "gggg")"#),
+            (":1", r#"ParseAddr(":1"): each colon-separated field must have at least one digit (at ":1")"#),
             (
                 "1:2:1.2.3.4",
                 r#"ParseAddr("1:2:1.2.3.4"): embedded IPv4 address must replace the final 2 fields of the address (at "1.2.3.4")"#,
@@ -994,30 +877,18 @@ mod tests {
                 "::1:2:3:4:5:6:7:1.2.3.4",
                 r#"ParseAddr("::1:2:3:4:5:6:7:1.2.3.4"): too many hex fields to fit an embedded IPv4 at the end of the address (at "1.2.3.4")"#,
             ),
-            (
-                "::ffff:1.2.3.04",
-                r#"ParseAddr("::ffff:1.2.3.04"): IPv4 field has octet with leading zero"#,
-            ),
-            (
-                "::ffff:1.2..4%z",
-                r#"ParseAddr("::ffff:1.2..4%z"): IPv4 field must have at least one digit (at ".4")"#,
-            ),
+            ("::ffff:1.2.3.04", r#"ParseAddr("::ffff:1.2.3.04"): IPv4 field has octet with leading zero"#),
+            ("::ffff:1.2..4%z", r#"ParseAddr("::ffff:1.2..4%z"): IPv4 field must have at least one digit (at ".4")"#),
             ("1:2x", r#"ParseAddr("1:2x"): unexpected character, want colon (at "x")"#),
             ("1:2:", r#"ParseAddr("1:2:"): colon must be followed by more characters (at ":")"#),
             ("1::2::3", r#"ParseAddr("1::2::3"): multiple :: in address (at ":3")"#),
-            (
-                "1:2:3:4:5:6:7:8:9",
-                r#"ParseAddr("1:2:3:4:5:6:7:8:9"): trailing garbage after address (at "9")"#,
-            ),
+            ("1:2:3:4:5:6:7:8:9", r#"ParseAddr("1:2:3:4:5:6:7:8:9"): trailing garbage after address (at "9")"#),
             ("1:2:3", r#"ParseAddr("1:2:3"): address string too short"#),
             (
                 "1:2:3:4:5:6:7:8::",
                 r#"ParseAddr("1:2:3:4:5:6:7:8::"): the :: must expand to at least one field of zeros"#,
             ),
-            (
-                "1:2:3:4::5:6:7:8",
-                r#"ParseAddr("1:2:3:4::5:6:7:8"): the :: must expand to at least one field of zeros"#,
-            ),
+            ("1:2:3:4::5:6:7:8", r#"ParseAddr("1:2:3:4::5:6:7:8"): the :: must expand to at least one field of zeros"#),
         ];
         for (s, want) in cases {
             assert_eq!(parse_go_addr(s), Err(want.to_owned()), "{s}");

@@ -46,15 +46,11 @@ pub fn lookup_gid(group_path: &Path, group: &str) -> Option<u32> {
 /// Real passwd files may hold stray non-UTF-8 bytes (e.g. in gecos); they must not hide the
 /// entries around them.
 fn read_lossy(path: &Path) -> Option<String> {
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    std::fs::read(path).ok().map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn colon_file_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+    text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#'))
 }
 
 /// glibc (and Go, which copies it) refuses to match `+name`/`-name` compat entries.
@@ -102,9 +98,9 @@ pub fn split_dns_servers(entries: &[String]) -> DnsServers {
     for entry in entries {
         match parse_go_addr(entry) {
             Ok((IpAddr::V4(addr), _)) => servers.v4.push(addr),
-            Ok((IpAddr::V6(_), Some(zone))) => tracing::warn!(
-                "ignoring nameserver {entry}: IPv6 zone %{zone} cannot be used in an iptables rule"
-            ),
+            Ok((IpAddr::V6(_), Some(zone))) => {
+                tracing::warn!("ignoring nameserver {entry}: IPv6 zone %{zone} cannot be used in an iptables rule")
+            }
             Ok((IpAddr::V6(addr), None)) => servers.v6.push(addr),
             Err(err) => tracing::debug!("ignoring nameserver {entry}: {err}"),
         }
@@ -128,10 +124,7 @@ pub enum DetectError {
 /// addresses are skipped. Without dual stack the first remaining address decides; with it,
 /// IPv6 is enabled if any remaining address is IPv6. The host IP is the first remaining address.
 pub fn decide_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Result<(IpAddr, bool), DetectError> {
-    let mut usable = addrs
-        .iter()
-        .map(IpAddr::to_canonical)
-        .filter(|addr| !is_host_local(addr));
+    let mut usable = addrs.iter().map(IpAddr::to_canonical).filter(|addr| !is_host_local(addr));
     let host_ip = usable.next().ok_or(DetectError::NoValidAddress)?;
     let enable_ipv6 = host_ip.is_ipv6() || (dual_stack && usable.any(|addr| addr.is_ipv6()));
     Ok((host_ip, enable_ipv6))
@@ -289,11 +282,7 @@ nameserver 5.5.5.5";
             servers,
             DnsServers {
                 v4: vec![Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(10, 0, 0, 10)],
-                v6: vec![
-                    "::7f00:35".parse().unwrap(),
-                    "::ffff:1.2.3.4".parse().unwrap(),
-                    "fd00::a".parse().unwrap(),
-                ],
+                v6: vec!["::7f00:35".parse().unwrap(), "::ffff:1.2.3.4".parse().unwrap(), "fd00::a".parse().unwrap(),],
             }
         );
         let printed: Vec<String> = servers.v6.iter().map(ToString::to_string).collect();
@@ -341,15 +330,7 @@ nameserver 5.5.5.5";
         assert_eq!(decide_ipv6(&skipped, true), Err(DetectError::NoValidAddress));
         assert_eq!(decide_ipv6(&[], false), Err(DetectError::NoValidAddress));
 
-        let kept = [
-            "::6",
-            "240.240.240.240",
-            "169.253.0.1",
-            "224.0.1.1",
-            "fec0::1",
-            "ff05::1",
-            "::ffff:0:0",
-        ];
+        let kept = ["::6", "240.240.240.240", "169.253.0.1", "224.0.1.1", "fec0::1", "ff05::1", "::ffff:0:0"];
         for addr in kept {
             let (host, _) = decide_ipv6(&ips(&[addr]), false).unwrap();
             assert_eq!(host, addr.parse::<IpAddr>().unwrap().to_canonical(), "{addr}");
@@ -365,10 +346,7 @@ nameserver 5.5.5.5";
     #[test]
     fn detect_error_messages() {
         assert_eq!(DetectError::NoValidAddress.to_string(), "no valid local IP address found");
-        assert_eq!(
-            DetectError::List("EPERM".into()).to_string(),
-            "failed to list interface addresses: EPERM"
-        );
+        assert_eq!(DetectError::List("EPERM".into()).to_string(), "failed to list interface addresses: EPERM");
     }
 
     #[test]

@@ -37,6 +37,12 @@ where
     };
     let level = logging::parse_output_level(flags.string(FlagId::LogOutputLevel))?;
     logging::init(level, flags.bool(FlagId::LogAsJson));
+    // Entered before the configuration is loaded: IPv6 detection reads the pod's addresses.
+    // A dry run changes nothing, so it stays where it was started (and needs no privilege).
+    let network_namespace = flags.string(FlagId::NetworkNamespace);
+    if !network_namespace.is_empty() && !flags.bool(FlagId::DryRun) {
+        exec::netns::enter(std::path::Path::new(network_namespace))?;
+    }
     let config = Config::load(&flags, env, &HostPaths::default())?;
     exec::execute(&config, stdout)
 }
@@ -44,7 +50,5 @@ where
 /// The process environment as the configuration stage reads it (non-UTF-8 values are kept
 /// lossily, and then rejected by validation wherever they would reach a rule).
 pub fn process_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-        .collect()
+    std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect()
 }

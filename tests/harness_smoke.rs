@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use support::{
-    connect_as, send_udp_as, Backend, Client, Listener, Netns, Topology, TopologyOptions,
-    UdpListener, APP_GID, APP_UID, PEER_ROUTED_V4, PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
+    connect_as, send_udp_as, Backend, Client, Listener, Netns, Topology, TopologyOptions, UdpListener, APP_GID,
+    APP_UID, PEER_ROUTED_V4, PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
 };
 
 const OUTBOUND_PORT: u16 = 15001;
@@ -58,8 +58,7 @@ fn require(backend: Backend, ipv6: bool) -> bool {
 }
 
 fn restore(ns: &Netns, backend: Backend, ipv6: bool, script: &str) {
-    support::iptables_restore(ns, &backend.restore(ipv6), script)
-        .unwrap_or_else(|e| panic!("{e}"));
+    support::iptables_restore(ns, &backend.restore(ipv6), script).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -71,10 +70,7 @@ fn netns_is_deleted_on_drop() {
     let name = ns.name().to_owned();
     assert!(ns.path().exists());
     drop(ns);
-    let listed = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
+    let listed = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(!listed.lines().any(|line| line.split_whitespace().next() == Some(&name)), "{listed}");
 }
@@ -260,7 +256,7 @@ fn refused_connections_are_reported() {
         return;
     }
     let net = topology(false);
-    let error = connect_as(&net.app, APP_UID, APP_GID, (net.peer_ip(), REMOTE_PORT))
-        .expect_err("nothing listens on the peer");
+    let error =
+        connect_as(&net.app, APP_UID, APP_GID, (net.peer_ip(), REMOTE_PORT)).expect_err("nothing listens on the peer");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
 }

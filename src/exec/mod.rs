@@ -1,7 +1,10 @@
 //! The last stage: print the rendered rules (dry-run) or apply them.
 
 mod dry_run;
+pub mod netns;
+mod nftables;
 mod report;
+pub mod routes;
 
 use std::io::Write;
 
@@ -27,7 +30,8 @@ pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
     match (config.dry_run, config.native_nftables) {
         (true, false) => dry_run::iptables(config, &plan, stdout),
         (true, true) => dry_run::nftables(config, &plan, stdout),
-        (false, _) => {
+        (false, true) => nftables::apply(config, &plan),
+        (false, false) => {
             Err(Error::Apply("applying rules for real is not available in this build yet; use --dry-run".to_string()))
         }
     }

@@ -120,12 +120,7 @@ pub fn send_udp_as(ns: &Netns, uid: u32, gid: u32, dst: impl Into<SocketAddr>) -
     Client::new(ns).user(uid, gid).udp(dst)
 }
 
-fn tcp_exchange(
-    dst: SocketAddr,
-    source: Option<IpAddr>,
-    timeout: Duration,
-    payload: &[u8],
-) -> io::Result<TcpExchange> {
+fn tcp_exchange(dst: SocketAddr, source: Option<IpAddr>, timeout: Duration, payload: &[u8]) -> io::Result<TcpExchange> {
     let stream = tcp_connect(dst, source, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -151,23 +146,14 @@ fn tcp_connect(dst: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> io
     setsockopt(&fd, sockopt::SendTimeout, &sys::timeval(timeout))?;
     match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(dst)) {
         Ok(()) => Ok(TcpStream::from(fd)),
-        Err(Errno::EINPROGRESS) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("connect to {dst} timed out after {timeout:?}"),
-        )),
-        Err(errno) => Err(io::Error::new(
-            io::Error::from(errno).kind(),
-            format!("connect to {dst}: {errno}"),
-        )),
+        Err(Errno::EINPROGRESS) => {
+            Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {dst} timed out after {timeout:?}")))
+        }
+        Err(errno) => Err(io::Error::new(io::Error::from(errno).kind(), format!("connect to {dst}: {errno}"))),
     }
 }
 
-fn udp_exchange(
-    dst: SocketAddr,
-    source: Option<IpAddr>,
-    timeout: Duration,
-    payload: &[u8],
-) -> io::Result<UdpExchange> {
+fn udp_exchange(dst: SocketAddr, source: Option<IpAddr>, timeout: Duration, payload: &[u8]) -> io::Result<UdpExchange> {
     let unspecified = if dst.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
     let socket = UdpSocket::bind(SocketAddr::new(source.unwrap_or(unspecified), 0))?;
     socket.connect(dst)?;

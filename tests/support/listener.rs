@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use nix::sys::socket::{
-    self, setsockopt, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage,
-};
+use nix::sys::socket::{self, setsockopt, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
 
 use super::{sys, Netns, WAIT};
 
@@ -202,8 +200,7 @@ impl<T: Send + 'static> Recorder<T> {
     }
 
     fn next(&self) -> T {
-        self.next_within(WAIT)
-            .unwrap_or_else(|| panic!("nothing reached `{}` within {WAIT:?}", self.label))
+        self.next_within(WAIT).unwrap_or_else(|| panic!("nothing reached `{}` within {WAIT:?}", self.label))
     }
 
     fn next_within(&self, timeout: Duration) -> Option<T> {

@@ -34,8 +34,7 @@ use std::time::Duration;
 pub use client::{connect_as, send_udp_as, Client, TcpExchange, UdpExchange};
 pub use listener::{Accepted, Datagram, Listener, UdpListener};
 pub use netfilter::{
-    ip_route_list, ip_rule_list, iptables_restore, iptables_save, nft_list_ruleset,
-    normalize_save, Backend,
+    ip_route_list, ip_rule_list, iptables_restore, iptables_save, nft_list_ruleset, normalize_save, Backend,
 };
 pub use netns::Netns;
 pub use topology::{Topology, TopologyOptions, PEER_ROUTED_V4, PEER_ROUTED_V6};
@@ -109,9 +108,7 @@ fn kernel_support() -> Result<(), &'static str> {
             if find_program("ip").is_none() {
                 return Err("`ip` (iproute2) not found".to_owned());
             }
-            Netns::try_new("probe")
-                .map(drop)
-                .map_err(|e| format!("`ip netns add` does not work here: {e}"))
+            Netns::try_new("probe").map(drop).map_err(|e| format!("`ip netns add` does not work here: {e}"))
         })
         .as_ref()
         .map_err(String::as_str)

@@ -82,8 +82,7 @@ impl Netns {
     {
         let mut command = self.command(program);
         command.args(args);
-        run_with_stdin(&mut command, stdin)
-            .unwrap_or_else(|e| panic!("running {command:?} in {}: {e}", self.name))
+        run_with_stdin(&mut command, stdin).unwrap_or_else(|e| panic!("running {command:?} in {}: {e}", self.name))
     }
 
     /// Runs a command that must succeed and returns its stdout; on failure
@@ -161,40 +160,29 @@ impl Netns {
         let netns = self.open();
         thread::scope(|scope| {
             let worker = scope.spawn(move || {
-                sys::enter_netns(netns.as_fd())
-                    .unwrap_or_else(|e| panic!("setns into {}: {e}", self.name));
+                sys::enter_netns(netns.as_fd()).unwrap_or_else(|e| panic!("setns into {}: {e}", self.name));
                 if let Some((uid, gid)) = user {
                     sys::become_user_on_this_thread(uid, gid)
                         .unwrap_or_else(|e| panic!("switching thread to {uid}:{gid}: {e}"));
                 }
                 f()
             });
-            worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
     fn open(&self) -> OwnedFd {
-        File::open(self.path())
-            .unwrap_or_else(|e| panic!("opening {}: {e}", self.path().display()))
-            .into()
+        File::open(self.path()).unwrap_or_else(|e| panic!("opening {}: {e}", self.path().display())).into()
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let deleted = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stdin(Stdio::null())
-            .output();
+        let deleted = Command::new("ip").args(["netns", "del", &self.name]).stdin(Stdio::null()).output();
         match deleted {
             Ok(output) if output.status.success() => {}
-            Ok(output) => eprintln!(
-                "warning: {}",
-                describe("ip netns del", &[self.name.as_str()], &output)
-            ),
+            Ok(output) => eprintln!("warning: {}", describe("ip netns del", &[self.name.as_str()], &output)),
             Err(e) => eprintln!("warning: running `ip netns del {}`: {e}", self.name),
         }
     }
@@ -204,21 +192,14 @@ impl Drop for Netns {
 /// binaries, the counter separates tests within one binary.
 fn unique_name(tag: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let tag: String = tag
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .take(24)
-        .collect();
+    let tag: String =
+        tag.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).take(24).collect();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("iit-{tag}-{}-{n}", std::process::id())
 }
 
 fn run_with_stdin(command: &mut Command, stdin: &str) -> io::Result<Output> {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     // Feed stdin from another thread so a chatty program cannot deadlock
     // us on a full stdout pipe. Write errors (EPIPE when the program exits
     // early) surface through its exit status instead.

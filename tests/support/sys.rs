@@ -74,12 +74,7 @@ pub fn set_recv_original_dst<F: AsFd>(socket: &F, ipv6: bool) -> io::Result<()> 
     }
 }
 
-fn set_int_option<F: AsFd>(
-    socket: &F,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
+fn set_int_option<F: AsFd>(socket: &F, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: the pointer/length describe a live c_int.
     let rc = unsafe {
         libc::setsockopt(
@@ -120,10 +115,7 @@ pub fn timeval(duration: Duration) -> TimeVal {
 /// IP(V6)_ORIGDSTADDR control message if the socket asked for it
 /// ([`set_recv_original_dst`]). Hand-rolled because nix's recvmsg needs its
 /// `uio` feature, which this crate does not enable.
-pub fn recv_with_dst<F: AsFd>(
-    socket: &F,
-    buffer: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<SocketAddr>)> {
+pub fn recv_with_dst<F: AsFd>(socket: &F, buffer: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<SocketAddr>)> {
     // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
     let mut sender: libc::sockaddr_storage = unsafe { mem::zeroed() };
     // Room for one sockaddr_in6 control message; u64 for cmsghdr alignment.
@@ -141,8 +133,7 @@ pub fn recv_with_dst<F: AsFd>(
     // length is given alongside it.
     let received = unsafe { libc::recvmsg(socket.as_fd().as_raw_fd(), &mut header, 0) };
     let len = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
-    let sender = storage_to_std(&sender)
-        .ok_or_else(|| io::Error::other("datagram from a non-IP sender"))?;
+    let sender = storage_to_std(&sender).ok_or_else(|| io::Error::other("datagram from a non-IP sender"))?;
     // SAFETY: the kernel filled `header` and its control buffer.
     let dst = unsafe { original_dst_cmsg(&header) };
     Ok((len, sender, dst))

@@ -84,10 +84,7 @@ impl Topology {
             ns.loopback_up();
         }
         // Created from inside the app namespace so the host never sees it.
-        app.exec_ok(
-            "ip",
-            ["link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns", peer.name()],
-        );
+        app.exec_ok("ip", ["link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns", peer.name()]);
 
         let mut topology = Topology { app, peer, app_v4: None, peer_v4: None, app_v6: None, peer_v6: None };
         if options.has_v4() {
@@ -151,9 +148,7 @@ impl Topology {
 }
 
 fn pick(v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> IpAddr {
-    v4.map(IpAddr::V4)
-        .or(v6.map(IpAddr::V6))
-        .expect("topology has at least one address family")
+    v4.map(IpAddr::V4).or(v6.map(IpAddr::V6)).expect("topology has at least one address family")
 }
 
 fn add_address(ns: &Netns, cidr: &str, flags: &[&str]) {
