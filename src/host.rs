@@ -165,6 +165,7 @@ fn sockaddr_ip(addr: &SockaddrStorage) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::socket::SockaddrLike as _;
     use std::io::Write as _;
     use std::net::{SocketAddrV4, SocketAddrV6};
 
@@ -355,8 +356,10 @@ nameserver 5.5.5.5";
         assert_eq!(sockaddr_ip(&v4), Some("10.0.0.1".parse().unwrap()));
         let v6 = SockaddrStorage::from(SocketAddrV6::new("fd00::1".parse().unwrap(), 0, 0, 0));
         assert_eq!(sockaddr_ip(&v6), Some("fd00::1".parse().unwrap()));
-        let unix = SockaddrStorage::from(nix::sys::socket::UnixAddr::new("/tmp/x").unwrap());
-        assert_eq!(sockaddr_ip(&unix), None);
+        let unix = nix::sys::socket::UnixAddr::new("/tmp/x").unwrap();
+        // SAFETY: the pointer and length describe a live, initialised sockaddr_un.
+        let unix = unsafe { SockaddrStorage::from_raw(unix.as_ptr().cast(), Some(unix.len())) };
+        assert_eq!(sockaddr_ip(&unix.unwrap()), None);
     }
 
     #[test]

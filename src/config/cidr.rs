@@ -3,7 +3,7 @@
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::values::split_list;
+use super::values::{split_list, trim_spaces};
 use crate::error::{Error, Result};
 use crate::gocompat;
 
@@ -26,9 +26,10 @@ impl CidrLists {
         Ok(lists)
     }
 
-    /// Upstream's HasLoopBackIP: any v4 address in 127/8, or a v6 address that is exactly ::1.
+    /// Upstream's HasLoopBackIP: any address in 127/8 (also IPv4-mapped), or exactly ::1.
     pub fn has_loopback(&self) -> bool {
-        self.v4.iter().any(|n| n.addr().is_loopback()) || self.v6.iter().any(|n| n.addr().is_loopback())
+        let v4 = self.v4.iter().map(|n| IpNet::V4(*n));
+        v4.chain(self.v6.iter().map(|n| IpNet::V6(*n))).any(|n| gocompat::is_loopback_prefix_addr(&n))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -45,7 +46,7 @@ pub enum OutboundCidrs {
 
 impl OutboundCidrs {
     pub fn parse(setting: &str, raw: &str) -> Result<Self> {
-        if raw.trim() == "*" {
+        if trim_spaces(raw) == "*" {
             return Ok(OutboundCidrs::All);
         }
         CidrLists::parse(setting, raw).map(OutboundCidrs::Only)
@@ -61,7 +62,7 @@ impl OutboundCidrs {
 
 /// The outbound exclude list; upstream rejects `*` here with its own message.
 pub fn parse_exclude(setting: &str, raw: &str) -> Result<CidrLists> {
-    if raw.trim() == "*" {
+    if trim_spaces(raw) == "*" {
         return Err(Error::Config("invalid value for OUTBOUND_IP_RANGES_EXCLUDE".to_string()));
     }
     CidrLists::parse(setting, raw)
@@ -110,6 +111,8 @@ mod tests {
         assert!(CidrLists::parse("f", "::1/128").unwrap().has_loopback());
         assert!(!CidrLists::parse("f", "0.0.0.0/0").unwrap().has_loopback());
         assert!(!CidrLists::parse("f", "::2/127").unwrap().has_loopback());
+        // Go's IsLoopback unmaps IPv4-mapped addresses first.
+        assert!(CidrLists::parse("f", "::ffff:127.0.0.1/104").unwrap().has_loopback());
     }
 
     #[test]

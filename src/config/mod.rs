@@ -242,7 +242,7 @@ impl FlagReader<'_> {
 fn owner_groups(include: &str, exclude: &str) -> Result<OwnerGroups> {
     const INCLUDE: &str = "ISTIO_OUTBOUND_OWNER_GROUPS";
     const EXCLUDE: &str = "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE";
-    if include.trim() == "*" {
+    if values::trim_spaces(include) == "*" {
         return OwnerId::parse_list(EXCLUDE, exclude).map(OwnerGroups::AllExcept);
     }
     let groups = OwnerId::parse_list(INCLUDE, include)?;

@@ -12,7 +12,13 @@ use crate::error::{Error, Result};
 /// Splits a comma list as upstream does (empty items dropped) but also trims spaces around each
 /// item: upstream copies `" 80"` verbatim into the rule, which only ever produced broken scripts.
 pub fn split_list(raw: &str) -> impl Iterator<Item = &str> {
-    raw.split(',').map(str::trim).filter(|item| !item.is_empty())
+    raw.split(',').map(trim_spaces).filter(|item| !item.is_empty())
+}
+
+/// Trims space characters only: a tab or newline is never harmless padding, so it stays in the
+/// value and is rejected by the parser.
+pub fn trim_spaces(raw: &str) -> &str {
+    raw.trim_matches(' ')
 }
 
 /// A single TCP/UDP port.
@@ -21,7 +27,7 @@ pub struct Port(pub u16);
 
 impl Port {
     pub fn parse(setting: &str, raw: &str) -> Result<Self> {
-        parse_port_number(raw.trim())
+        parse_port_number(trim_spaces(raw))
             .map(Port)
             .ok_or_else(|| Error::invalid(setting, raw, "expected a port number from 0 to 65535"))
     }
@@ -101,7 +107,7 @@ pub enum InboundPorts {
 
 impl InboundPorts {
     pub fn parse(setting: &str, raw: &str) -> Result<Self> {
-        match raw.trim() {
+        match trim_spaces(raw) {
             "" => Ok(InboundPorts::None),
             "*" => Ok(InboundPorts::All),
             _ => PortSpec::parse_list(setting, raw).map(InboundPorts::Listed),
@@ -187,7 +193,7 @@ impl fmt::Display for OwnerId {
 
 /// A packet mark or a routing table number (decimal, 32 bits).
 pub fn parse_u32(setting: &str, raw: &str) -> Result<u32> {
-    let trimmed = raw.trim();
+    let trimmed = trim_spaces(raw);
     if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::invalid(setting, raw, "expected a decimal number"));
     }
@@ -212,6 +218,7 @@ mod tests {
         assert_eq!(split_list(" 80, 443 ,,").collect::<Vec<_>>(), ["80", "443"]);
         assert_eq!(split_list(",").count(), 0);
         assert_eq!(split_list("").count(), 0);
+        assert_eq!(split_list("eth0\n,\t80").collect::<Vec<_>>(), ["eth0\n", "\t80"]);
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! Golden tests: every file under `testdata/golden/` is one case — the arguments and
+//! environment to run the real binary with, and what it must print. Adding a case means adding
+//! one file; see `testdata/README.md` for the format. `UPDATE_GOLDEN=1 cargo test --test golden`
+//! rewrites the expected sections from the current output (review the diff before committing).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pretty_assertions::assert_eq;
+
+#[derive(Debug, Default)]
+struct Case {
+    header: Vec<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    nameservers: Vec<String>,
+    exit: i32,
+    stdout: String,
+    recording: Option<String>,
+    stderr_contains: Vec<String>,
+}
+
+fn parse_case(path: &Path) -> Case {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut case = Case::default();
+    let mut section: Option<&str> = None;
+    for line in text.split_inclusive('\n') {
+        if let Some(name) = line.strip_prefix("--- ") {
+            section = Some(match name.trim_end() {
+                "stdout" => "stdout",
+                "recording" => {
+                    case.recording = Some(String::new());
+                    "recording"
+                }
+                other => panic!("{}: unknown section {other:?}", path.display()),
+            });
+            continue;
+        }
+        match section {
+            Some("stdout") => case.stdout.push_str(line),
+            Some(_) => case.recording.get_or_insert_with(String::new).push_str(line),
+            None => {
+                case.header.push(line.to_string());
+                let line = line.trim_end_matches('\n');
+                if line.starts_with('#') || line.trim().is_empty() {
+                    continue;
+                }
+                let (key, value) = line.split_once(": ").unwrap_or_else(|| (line.trim_end_matches(':'), ""));
+                match key {
+                    "arg" => case.args.push(value.to_string()),
+                    "env" => {
+                        let (k, v) = value.split_once('=').expect("env: NAME=VALUE");
+                        case.env.push((k.to_string(), v.to_string()));
+                    }
+                    "nameserver" => case.nameservers.push(value.to_string()),
+                    "exit" => case.exit = value.parse().expect("exit: N"),
+                    "stderr" => case.stderr_contains.push(value.to_string()),
+                    other => panic!("{}: unknown key {other:?}", path.display()),
+                }
+            }
+        }
+    }
+    case
+}
+
+struct Outcome {
+    exit: i32,
+    stdout: String,
+    stderr: String,
+    recording: Option<String>,
+}
+
+fn run_case(case: &Case) -> Outcome {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let resolv = dir.path().join("resolv.conf");
+    let lines: String = case.nameservers.iter().map(|s| format!("nameserver {s}\n")).collect();
+    fs::write(&resolv, lines).expect("write resolv.conf");
+    let recording = dir.path().join("recording");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_istio-iptables"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DRY_RUN_FILE_PATH", &recording)
+        .envs(case.env.iter().map(|(k, v)| (k, v)))
+        // First, so that a case can name another file (the last value wins).
+        .arg("--resolv-conf")
+        .arg(&resolv)
+        .args(&case.args);
+    let output = cmd.output().expect("run istio-iptables");
+    Outcome {
+        exit: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        recording: fs::read_to_string(&recording).ok(),
+    }
+}
+
+fn case_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden");
+    let mut files = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).expect("read testdata/golden") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "case") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn rewrite(path: &Path, case: &Case, outcome: &Outcome) {
+    let mut text: String = case.header.concat();
+    text.push_str("--- stdout\n");
+    text.push_str(&outcome.stdout);
+    if case.recording.is_some() {
+        text.push_str("--- recording\n");
+        text.push_str(outcome.recording.as_deref().unwrap_or_default());
+    }
+    fs::write(path, text).expect("update golden");
+}
+
+#[test]
+fn golden_cases() {
+    let files = case_files();
+    assert!(files.len() >= 40, "expected the golden corpus, found {} files", files.len());
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for path in &files {
+        let case = parse_case(path);
+        let outcome = run_case(&case);
+        if update && outcome.exit == case.exit {
+            rewrite(path, &case, &outcome);
+            continue;
+        }
+        let name = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(path).display().to_string();
+        let result = std::panic::catch_unwind(|| {
+            assert_eq!(outcome.exit, case.exit, "{name}: exit code (stderr: {})", outcome.stderr);
+            assert_eq!(outcome.stdout, case.stdout, "{name}: stdout");
+            if let Some(expected) = &case.recording {
+                assert_eq!(outcome.recording.as_deref(), Some(expected.as_str()), "{name}: DRY_RUN_FILE_PATH");
+            }
+            for needle in &case.stderr_contains {
+                assert!(
+                    outcome.stderr.contains(needle.as_str()),
+                    "{name}: stderr lacks {needle:?}:\n{}",
+                    outcome.stderr
+                );
+            }
+            if case.exit != 0 {
+                assert_eq!(outcome.recording, None, "{name}: a failed run must not write DRY_RUN_FILE_PATH");
+            }
+        });
+        if result.is_err() {
+            failures.push(name);
+        }
+    }
+    assert!(failures.is_empty(), "{} golden case(s) failed: {failures:#?}", failures.len());
+}
