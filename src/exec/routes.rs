@@ -52,7 +52,12 @@ fn ip(args: &[&str], context: &str) -> Result<String> {
 
 fn ip_ignoring_exists(args: &[&str], context: &str) -> Result<()> {
     match ip(args, context) {
-        Err(Error::Apply(message)) if message.to_lowercase().contains("file exists") => Ok(()),
+        // EEXIST, as netlink reports it and as `ip addr` words it.
+        Err(Error::Apply(message))
+            if message.to_lowercase().contains("file exists") || message.contains("already assigned") =>
+        {
+            Ok(())
+        }
         other => other.map(drop),
     }
 }
