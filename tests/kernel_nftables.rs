@@ -330,7 +330,10 @@ fn dns_to_the_resolver_goes_to_the_agent() {
 
 /// Configurations that between them use every table, both base chains of each, inserts,
 /// IPv6 twins and DNS.
-fn configurations(resolv_conf: &str) -> Vec<(Vec<&str>, Vec<(&'static str, &'static str)>)> {
+/// An argv and the environment it runs with.
+type Configuration<'a> = (Vec<&'a str>, Vec<(&'static str, &'static str)>);
+
+fn configurations(resolv_conf: &str) -> Vec<Configuration<'_>> {
     let v6 = vec![("ENABLE_INBOUND_IPV6", "true")];
     let v4 = vec![("ENABLE_INBOUND_IPV6", "false")];
     let dns = ["--redirect-dns", "--resolv-conf", resolv_conf];
