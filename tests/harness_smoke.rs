@@ -89,6 +89,22 @@ fn run_as_switches_only_the_worker_thread() {
     assert!(nix::unistd::getuid().is_root(), "the test thread must stay root");
 }
 
+#[test]
+fn command_as_runs_in_the_namespace_as_the_user() {
+    if !support::require_root_or_skip() {
+        return;
+    }
+    let net = topology(false);
+    let run = |program: &str, args: &[&str]| {
+        let output = net.app.command_as(APP_UID, APP_GID, program).args(args).output().expect("spawn");
+        assert!(output.status.success(), "{program}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(run("id", &["-u"]), APP_UID.to_string());
+    assert_eq!(run("id", &["-G"]), APP_GID.to_string(), "only the primary group");
+    assert!(run("ip", &["-4", "-br", "addr"]).contains("10.248.0.1/24"), "not inside the app netns");
+}
+
 fn redirect_capture(backend: Backend, ipv6: bool) {
     if !require(backend, ipv6) {
         return;
@@ -150,16 +166,19 @@ fn redirect_capture_v6_nft() {
     redirect_capture(Backend::Nft, true);
 }
 
-fn dns_capture(backend: Backend) {
-    if !require(backend, false) {
+fn dns_capture(backend: Backend, ipv6: bool) {
+    if !require(backend, ipv6) {
         return;
     }
-    let net = topology(false);
+    let net = topology(ipv6);
     let peer_ip = net.peer_ip();
-    let any = unspecified(false);
-    let resolver = UdpListener::bind(&net.peer, any, 53);
-    let agent = UdpListener::bind(&net.app, any, DNS_PORT);
-    restore(&net.app, backend, false, DNS_RULES);
+    let loopback: IpAddr = if ipv6 { Ipv6Addr::LOCALHOST.into() } else { Ipv4Addr::LOCALHOST.into() };
+    let resolver = UdpListener::bind(&net.peer, unspecified(ipv6), 53);
+    // Like istio-agent, bind loopback rather than the wildcard: a wildcard
+    // socket answers from the routing-chosen source (the pod IP), which does
+    // not match conntrack's reverse tuple, so the client never sees it.
+    let agent = UdpListener::bind(&net.app, loopback, DNS_PORT);
+    restore(&net.app, backend, ipv6, DNS_RULES);
 
     // Conntrack rewrites the answer's source back to the resolver, so the
     // connected client socket accepts it.
@@ -168,7 +187,7 @@ fn dns_capture(backend: Backend) {
     let query = agent.next();
     assert_eq!(query.payload, format!("hello from uid {APP_UID}").as_bytes());
     // Locally generated packets are REDIRECTed to the loopback address.
-    assert_eq!(query.dst, Some(SocketAddr::from((Ipv4Addr::LOCALHOST, DNS_PORT))));
+    assert_eq!(query.dst, Some(SocketAddr::new(loopback, DNS_PORT)));
 
     let proxy = send_udp_as(&net.app, PROXY_UID, PROXY_GID, (peer_ip, 53)).expect("proxy query");
     assert_eq!(proxy.response.as_deref(), Some(resolver.label()));
@@ -176,13 +195,18 @@ fn dns_capture(backend: Backend) {
 }
 
 #[test]
-fn dns_capture_legacy() {
-    dns_capture(Backend::Legacy);
+fn dns_capture_v4_legacy() {
+    dns_capture(Backend::Legacy, false);
 }
 
 #[test]
-fn dns_capture_nft() {
-    dns_capture(Backend::Nft);
+fn dns_capture_v4_nft() {
+    dns_capture(Backend::Nft, false);
+}
+
+#[test]
+fn dns_capture_v6_nft() {
+    dns_capture(Backend::Nft, true);
 }
 
 /// TPROXY delivers to a transparent listener without rewriting the
@@ -259,4 +283,33 @@ fn refused_connections_are_reported() {
     let error =
         connect_as(&net.app, APP_UID, APP_GID, (net.peer_ip(), REMOTE_PORT)).expect_err("nothing listens on the peer");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+}
+
+#[test]
+fn connect_timeouts_are_reported() {
+    if !require(Backend::Nft, false) {
+        return;
+    }
+    let net = topology(false);
+    let drop_rules = "*filter\n-A INPUT -p tcp --dport 8080 -j DROP\nCOMMIT\n";
+    restore(&net.peer, Backend::Nft, false, drop_rules);
+    let error = Client::new(&net.app)
+        .timeout(Duration::from_millis(300))
+        .tcp((net.peer_ip(), REMOTE_PORT))
+        .expect_err("the peer drops SYNs");
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+}
+
+#[test]
+fn dual_stack_topology_reaches_the_peer_over_both_families() {
+    if !support::require_root_or_skip() {
+        return;
+    }
+    let net = Topology::new(TopologyOptions::dual_stack());
+    for (listen, dst) in [(unspecified(false), net.peer_ip()), (unspecified(true), net.peer_ip_v6())] {
+        let server = Listener::tcp(&net.peer, listen, REMOTE_PORT);
+        let exchange = connect_as(&net.app, APP_UID, APP_GID, (dst, REMOTE_PORT)).expect("connect");
+        assert_eq!(exchange.response, server.label());
+        assert_eq!(server.next().local, SocketAddr::new(dst, REMOTE_PORT));
+    }
 }

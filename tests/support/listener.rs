@@ -114,6 +114,12 @@ impl Listener {
 /// A UDP socket running inside a namespace. Non-transparent listeners
 /// answer each datagram with their label (a transparent socket would have to
 /// answer from the original destination, which these do not attempt).
+///
+/// Answers leave from the routing-chosen source address, so a client behind
+/// REDIRECT only accepts them (after conntrack's reverse NAT) if the
+/// listener is bound to the redirect target, e.g. 127.0.0.1 / ::1 for
+/// locally generated traffic, as istio-agent's DNS proxy is; a wildcard
+/// listener still records the datagram but its answer is dropped.
 #[derive(Debug)]
 pub struct UdpListener {
     local: SocketAddr,

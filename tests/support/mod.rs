@@ -28,6 +28,7 @@ mod topology;
 
 use std::env;
 use std::path::PathBuf;
+use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ pub use netfilter::{
     ip_route_list, ip_rule_list, iptables_restore, iptables_save, nft_list_ruleset, normalize_save, Backend,
 };
 pub use netns::Netns;
-pub use topology::{Topology, TopologyOptions, PEER_ROUTED_V4, PEER_ROUTED_V6};
+pub use topology::{Topology, TopologyOptions, IFACE, PEER_ROUTED_V4, PEER_ROUTED_V6};
 
 /// Environment variable controlling what happens when prerequisites are
 /// missing: `require` (set by CI) turns a skip into a failure.
@@ -51,6 +52,24 @@ pub const PROXY_UID: u32 = 1337;
 pub const PROXY_GID: u32 = 1337;
 pub const APP_UID: u32 = 1000;
 pub const APP_GID: u32 = 1000;
+
+/// Environment variable naming another `istio-iptables` to test instead of
+/// the one Cargo built, e.g. Istio's Go binary for differential runs.
+pub const BINARY_ENV: &str = "ISTIO_IPTABLES_BIN";
+
+/// The `istio-iptables` under test: `$ISTIO_IPTABLES_BIN`, else the binary
+/// Cargo built for this test run.
+pub fn binary_under_test() -> PathBuf {
+    env::var_os(BINARY_ENV).map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_istio-iptables")), PathBuf::from)
+}
+
+/// Runs `ip netns exec <ns> istio-iptables <args>` and returns its output
+/// whatever the exit status.
+pub fn run_istio_iptables(ns: &Netns, args: &[&str]) -> Output {
+    let mut command = ns.command(binary_under_test());
+    command.args(args);
+    command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+}
 
 /// Returns true when kernel tests can run (root, working `ip netns`).
 ///

@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -119,9 +119,12 @@ impl Netns {
         command
     }
 
-    /// Sets a sysctl inside the namespace (`net.*` keys are per namespace).
+    /// Sets a `net.*` sysctl inside the namespace. /proc/sys/net resolves
+    /// against the namespace of the thread opening it, so no `sysctl`
+    /// program (procps) is needed.
     pub fn sysctl(&self, key: &str, value: &str) {
-        self.exec_ok("sysctl", ["-q", "-w", &format!("{key}={value}")]);
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        self.run(|| fs::write(&path, value)).unwrap_or_else(|e| panic!("setting {key}={value} in {}: {e}", self.name));
     }
 
     /// Brings `lo` up; many kernel paths (REDIRECT to 127.0.0.1, TPROXY's

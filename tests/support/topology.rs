@@ -12,6 +12,11 @@
 //! ENETUNREACH before netfilter sees the packet if there is no route). The
 //! peer's routes towards the app let it send to addresses the app does not
 //! own, which is what a transparent (TPROXY) proxy must intercept.
+//!
+//! Neighbours are static (fixed MACs, permanent entries): right after a veth
+//! comes up, the end brought up last has no IPv6 multicast route for about a
+//! second and drops neighbour solicitations, which turned every first IPv6
+//! connection into a 1 s retransmission.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -25,6 +30,8 @@ pub const PEER_ROUTED_V4: Ipv4Addr = Ipv4Addr::new(10, 248, 1, 50);
 /// IPv6 counterpart of [`PEER_ROUTED_V4`].
 pub const PEER_ROUTED_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x248, 1, 0, 0, 0, 0, 0x50);
 
+const APP_MAC: &str = "02:00:0a:f8:00:01";
+const PEER_MAC: &str = "02:00:0a:f8:00:02";
 const APP_V4: Ipv4Addr = Ipv4Addr::new(10, 248, 0, 1);
 const PEER_V4: Ipv4Addr = Ipv4Addr::new(10, 248, 0, 2);
 const APP_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x248, 0, 0, 0, 0, 0, 1);
@@ -84,7 +91,10 @@ impl Topology {
             ns.loopback_up();
         }
         // Created from inside the app namespace so the host never sees it.
-        app.exec_ok("ip", ["link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns", peer.name()]);
+        let peer_end = ["name", IFACE, "address", PEER_MAC, "netns", peer.name()];
+        let mut link = vec!["link", "add", IFACE, "address", APP_MAC, "type", "veth", "peer"];
+        link.extend(peer_end);
+        app.exec_ok("ip", link);
 
         let mut topology = Topology { app, peer, app_v4: None, peer_v4: None, app_v6: None, peer_v6: None };
         if options.has_v4() {
@@ -103,6 +113,8 @@ impl Topology {
     fn configure_v4(&mut self) {
         add_address(&self.app, &format!("{APP_V4}/24"), &[]);
         add_address(&self.peer, &format!("{PEER_V4}/24"), &[]);
+        add_neighbour(&self.app, PEER_V4.into(), PEER_MAC);
+        add_neighbour(&self.peer, APP_V4.into(), APP_MAC);
         self.app_v4 = Some(APP_V4);
         self.peer_v4 = Some(PEER_V4);
     }
@@ -112,6 +124,8 @@ impl Topology {
         // about a second after the link comes up.
         add_address(&self.app, &format!("{APP_V6}/64"), &["nodad"]);
         add_address(&self.peer, &format!("{PEER_V6}/64"), &["nodad"]);
+        add_neighbour(&self.app, PEER_V6.into(), PEER_MAC);
+        add_neighbour(&self.peer, APP_V6.into(), APP_MAC);
         self.app_v6 = Some(APP_V6);
         self.peer_v6 = Some(PEER_V6);
     }
@@ -138,11 +152,11 @@ impl Topology {
         pick(self.peer_v4, self.peer_v6)
     }
 
-    pub fn app_v6(&self) -> IpAddr {
+    pub fn app_ip_v6(&self) -> IpAddr {
         IpAddr::V6(self.app_v6.expect("topology has no IPv6; use TopologyOptions::dual_stack()"))
     }
 
-    pub fn peer_v6(&self) -> IpAddr {
+    pub fn peer_ip_v6(&self) -> IpAddr {
         IpAddr::V6(self.peer_v6.expect("topology has no IPv6; use TopologyOptions::dual_stack()"))
     }
 }
@@ -155,6 +169,10 @@ fn add_address(ns: &Netns, cidr: &str, flags: &[&str]) {
     let mut args = vec!["addr", "add", cidr, "dev", IFACE];
     args.extend_from_slice(flags);
     ns.exec_ok("ip", args);
+}
+
+fn add_neighbour(ns: &Netns, ip: IpAddr, mac: &str) {
+    ns.exec_ok("ip", ["neigh", "replace", &ip.to_string(), "lladdr", mac, "dev", IFACE, "nud", "permanent"]);
 }
 
 fn route(ns: &Netns, family: &str, destination: &str, gateway: IpAddr) {
