@@ -14,7 +14,6 @@ use support::{
     PEER_ROUTED_V4, PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
 };
 
-const BINARY: &str = env!("CARGO_BIN_EXE_istio-iptables");
 /// Enough to find `nft` and `ip`; nothing else from the test's environment leaks in.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -53,7 +52,7 @@ fn require_nft() -> bool {
 
 /// One run of the binary inside `ns` with a clean environment plus `env`.
 fn run(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = ns.command(BINARY);
+    let mut command = ns.command(support::binary_under_test());
     command.env_clear().env("PATH", PATH).envs(env.iter().copied()).arg("--native-nftables").args(args);
     command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
 }
@@ -240,7 +239,7 @@ fn ipv6_capture(options: TopologyOptions, extra: &[&str]) {
         return;
     }
     let net = Topology::new(options);
-    let (app_v6, peer_v6) = (net.app_v6(), net.peer_v6());
+    let (app_v6, peer_v6) = (net.app_ip_v6(), net.peer_ip_v6());
     let outbound = Listener::tcp(&net.app, any(true), OUTBOUND_PORT);
     let inbound = Listener::tcp(&net.app, any(true), INBOUND_PORT);
     let remote = Listener::tcp(&net.peer, any(true), REMOTE_PORT);
@@ -271,7 +270,7 @@ fn ipv6_traffic_is_left_alone_when_ipv6_is_off() {
         return;
     }
     let net = Topology::new(TopologyOptions::dual_stack());
-    let (app_v6, peer_v6) = (net.app_v6(), net.peer_v6());
+    let (app_v6, peer_v6) = (net.app_ip_v6(), net.peer_ip_v6());
     let outbound_v4 = Listener::tcp(&net.app, any(false), OUTBOUND_PORT);
     let inbound_v4 = Listener::tcp(&net.app, any(false), INBOUND_PORT);
     let outbound_v6 = Listener::tcp(&net.app, any(true), OUTBOUND_PORT);
@@ -433,7 +432,8 @@ fn missing_nft_says_what_to_install() {
     let ns = bare_netns("nonft");
     // `env` sets the empty PATH after `ip netns exec` has been found and has run.
     let mut command = ns.command("/usr/bin/env");
-    command.env_clear().args(["PATH=/nonexistent", "ENABLE_INBOUND_IPV6=false", BINARY, "--native-nftables"]);
+    command.env_clear().args(["PATH=/nonexistent", "ENABLE_INBOUND_IPV6=false"]);
+    command.arg(support::binary_under_test()).arg("--native-nftables");
     let output = command.args(["-u", "1337"]).output().expect("run istio-iptables");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");

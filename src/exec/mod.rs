@@ -30,7 +30,10 @@ pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
     match (config.dry_run, config.native_nftables) {
         (true, false) => dry_run::iptables(config, &plan, stdout),
         (true, true) => dry_run::nftables(config, &plan, stdout),
-        (false, true) => nftables::apply(config, &plan),
+        (false, true) => {
+            nftables::apply(config, &plan)?;
+            routes::configure(config)
+        }
         (false, false) => {
             Err(Error::Apply("applying rules for real is not available in this build yet; use --dry-run".to_string()))
         }

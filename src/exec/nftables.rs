@@ -11,16 +11,13 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::render::nft;
 
-use super::routes;
-
-/// Applies the plan (or, with `--cleanup-only`, deletes the istio tables), then configures
-/// routes as upstream does after both.
+/// Applies the plan or, with `--cleanup-only`, deletes the istio tables. (Routes follow in both
+/// cases, as upstream does.)
 pub(super) fn apply(config: &Config, plan: &Plan) -> Result<()> {
     let nft = Nft::find(std::env::var_os("PATH"), config.cni_mode)?;
     nft.probe()?;
     let text = if config.cleanup_only { nft::cleanup_transaction() } else { nft::apply_transaction(plan) };
     nft.run(&text)?;
-    routes::configure(config)?;
     tracing::info!("nftables rules programmed:\n{text} \n");
     Ok(())
 }
