@@ -1,5 +1,6 @@
 //! The nft transaction for `--native-nftables`: three `inet` tables, flushed and refilled in
-//! one atomic `nft -f -` run, byte for byte as upstream writes it.
+//! one atomic `nft -f -` run. [`transaction`] is byte for byte upstream's text (dry-run, goldens);
+//! [`apply_transaction`] is what a real run applies: the same, made exact and IPv6-safe.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
