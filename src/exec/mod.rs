@@ -4,13 +4,14 @@ mod dry_run;
 mod iptables;
 pub(crate) mod netlink;
 pub mod netns;
+mod nftables;
 mod report;
 pub mod routes;
 
 use std::io::Write;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::plan::Plan;
 
 pub use report::log_configuration;
@@ -36,7 +37,8 @@ pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
             routes::configure(config)
         }
         (false, true) => {
-            Err(Error::Apply("applying rules for real is not available in this build yet; use --dry-run".to_string()))
+            nftables::apply(config, &plan)?;
+            routes::configure(config)
         }
     }
 }

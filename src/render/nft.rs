@@ -1,5 +1,6 @@
 //! The nft transaction for `--native-nftables`: three `inet` tables, flushed and refilled in
-//! one atomic `nft -f -` run, byte for byte as upstream writes it.
+//! one atomic `nft -f -` run. [`transaction`] is byte for byte upstream's text (dry-run, goldens);
+//! [`apply_transaction`] is what a real run applies: the same, made exact and IPv6-safe.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -67,27 +68,38 @@ fn emitted(rule: &Rule, enable_ipv6: bool) -> bool {
     }
 }
 
-/// The whole transaction; tables with no rules are left out entirely.
+/// The rules nft gets for one table, in plan order.
+fn table_rules(plan: &Plan, table: Table) -> Vec<&Rule> {
+    plan.rules.iter().filter(|r| r.table == table && emitted(r, plan.enable_ipv6)).collect()
+}
+
+/// The chains a table declares: those of the fixed list that hold at least one rule.
+fn used_chains<'a>(
+    table: Table,
+    rules: &'a [&Rule],
+) -> impl Iterator<Item = &'static (Chain, Option<&'static str>)> + 'a {
+    declared_chains(table).iter().filter(move |(chain, _)| rules.iter().any(|r| r.chain == *chain))
+}
+
+/// The whole transaction; tables with no rules are left out entirely. This is upstream's text
+/// (the dry-run output and the goldens).
 pub fn transaction(plan: &Plan) -> String {
     let mut out = String::new();
     for table in TABLES {
-        let rules: Vec<&Rule> =
-            plan.rules.iter().filter(|r| r.table == table && emitted(r, plan.enable_ipv6)).collect();
+        let rules = table_rules(plan, table);
         if rules.is_empty() {
             continue;
         }
         let name = table_name(table);
         let _ = writeln!(out, "add table inet {name}");
         let _ = writeln!(out, "flush table inet {name}");
-        for (chain, base) in declared_chains(table) {
-            if rules.iter().any(|r| r.chain == *chain) {
-                match base {
-                    Some(spec) => {
-                        let _ = writeln!(out, "add chain inet {name} {} {spec}", chain.nft_name());
-                    }
-                    None => {
-                        let _ = writeln!(out, "add chain inet {name} {}", chain.nft_name());
-                    }
+        for (chain, base) in used_chains(table, &rules) {
+            match base {
+                Some(spec) => {
+                    let _ = writeln!(out, "add chain inet {name} {} {spec}", chain.nft_name());
+                }
+                None => {
+                    let _ = writeln!(out, "add chain inet {name} {}", chain.nft_name());
                 }
             }
         }
@@ -107,6 +119,38 @@ pub fn transaction(plan: &Plan) -> String {
                 }
             }
             *count += 1;
+        }
+    }
+    out
+}
+
+/// What a real run applies: upstream's [`transaction`], made exact and IPv6-safe while staying
+/// one atomic batch.
+///
+/// * It starts with the [`cleanup_transaction`], so every istio table is rebuilt from nothing.
+///   Upstream only flushes the tables it writes, which leaves a table the new configuration no
+///   longer uses (with all its rules) and emptied chains behind.
+/// * With IPv6 disabled, each base chain starts with `meta nfproto ipv6 counter return`.
+///   Rules without an address match both families in an `inet` table, so upstream captures
+///   IPv6 traffic it has no IPv6 protections for; the guard gives IPv6 what the iptables
+///   backend gives it when ip6tables is left alone: nothing. It is inserted last, without an
+///   index, so it lands before the rules (including `insert … index 0` ones) of its chain.
+pub fn apply_transaction(plan: &Plan) -> String {
+    let mut out = cleanup_transaction();
+    out.push_str(&transaction(plan));
+    if !plan.enable_ipv6 {
+        for table in TABLES {
+            let rules = table_rules(plan, table);
+            for (chain, base) in used_chains(table, &rules) {
+                if base.is_some() {
+                    let _ = writeln!(
+                        out,
+                        "insert rule inet {} {} meta nfproto ipv6 counter return",
+                        table_name(table),
+                        chain.nft_name()
+                    );
+                }
+            }
         }
     }
     out
@@ -267,5 +311,59 @@ fn body(kind: &RuleKind) -> String {
         RuleKind::LoopbackInNotMarked { mark, verdict: v } => {
             format!("iifname lo meta l4proto tcp mark != {mark} counter {}", verdict(*v))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Families;
+
+    fn rule(table: Table, chain: Chain, position: Position, kind: RuleKind) -> Rule {
+        Rule { families: Families::BOTH, table, chain, position, kind }
+    }
+
+    fn plan(enable_ipv6: bool) -> Plan {
+        let iface = crate::config::IfaceName::parse_list("-k", "eth1").unwrap().remove(0);
+        Plan {
+            rules: vec![
+                rule(
+                    Table::Nat,
+                    Chain::Prerouting,
+                    Position::Append,
+                    RuleKind::InInterface { iface: iface.clone(), verdict: Verdict::Return },
+                ),
+                rule(
+                    Table::Nat,
+                    Chain::Prerouting,
+                    Position::Insert(1),
+                    RuleKind::InInterface { iface, verdict: Verdict::Jump(Chain::IstioRedirect) },
+                ),
+                rule(Table::Nat, Chain::IstioRedirect, Position::Append, RuleKind::RedirectTcp(port())),
+            ],
+            enable_ipv6,
+        }
+    }
+
+    fn port() -> crate::config::Port {
+        crate::config::Port::parse("-p", "15001").unwrap()
+    }
+
+    #[test]
+    fn apply_transaction_rebuilds_every_istio_table_before_upstreams_text() {
+        let plan = plan(true);
+        let text = apply_transaction(&plan);
+        assert_eq!(text, format!("{}{}", cleanup_transaction(), transaction(&plan)));
+        assert!(text.starts_with("add table inet istio-proxy-nat\ndelete table inet istio-proxy-nat\n"));
+    }
+
+    #[test]
+    fn apply_transaction_guards_base_chains_against_ipv6_when_it_is_off() {
+        let plan = plan(false);
+        let text = apply_transaction(&plan);
+        let upstream = format!("{}{}", cleanup_transaction(), transaction(&plan));
+        let guards = text.strip_prefix(&upstream).unwrap();
+        // Only the declared base chain: nat output has no rules here, istio-redirect is regular.
+        assert_eq!(guards, "insert rule inet istio-proxy-nat prerouting meta nfproto ipv6 counter return\n");
     }
 }
