@@ -102,3 +102,22 @@ fn dockerfile_entrypoint_is_the_static_binary_with_the_tools_it_runs() {
     }
     assert!(dockerfile.contains("docker build -t registry.example.com/istio-iptables:0.1.0 ."));
 }
+
+#[test]
+fn readme_shows_the_same_argv_image_and_build_as_the_examples_and_dockerfile() {
+    let readme = read("README.md");
+    // The injected argv, as the README quotes it for istio-init.
+    let argv = "istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x \"\" -b '*' -d 15090,15021,15020";
+    assert!(readme.contains(argv), "README lacks the istio-init argv");
+    for manifest in ["examples/istio-init-pod.yaml", "examples/istio-validation-pod.yaml"] {
+        assert!(readme.contains(manifest), "README does not mention {manifest}");
+        let text = read(manifest);
+        let image = text.lines().find_map(|l| l.trim().strip_prefix("image: ")).expect("an image");
+        let image = image.trim_matches('"');
+        let repository = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
+        assert!(readme.contains(repository), "README does not show the image {repository} used by {manifest}");
+    }
+    assert!(read("Dockerfile").contains("scripts/build-static.sh"));
+    assert!(readme.contains("scripts/build-static.sh"), "README must say how the image's binary is built");
+    assert!(readme.contains("values.global.proxy_init.image"), "README must say how to swap the image into Istio");
+}
