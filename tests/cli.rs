@@ -5,32 +5,19 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use predicates::str::contains;
 
+mod support;
+
 /// The binary with a clean environment and IPv6 forced off, so no host state leaks in.
+/// The injected sidecar argv as a dry-run.
+fn sidecar() -> Vec<&'static str> {
+    support::sidecar_argv_with(&["--dry-run"])
+}
+
 fn tool() -> Command {
     let mut cmd = Command::cargo_bin("istio-iptables").expect("binary");
     cmd.env_clear().env("ENABLE_INBOUND_IPV6", "false");
     cmd
 }
-
-const SIDECAR: [&str; 17] = [
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--dry-run",
-];
 
 #[test]
 fn help_lists_every_flag_and_exits_zero() {
@@ -84,7 +71,7 @@ fn configuration_errors_exit_1_with_nothing_on_stdout() {
 
 #[test]
 fn dry_run_prints_only_rules_on_stdout_and_logs_on_stderr() {
-    let assert = tool().args(["istio-iptables"]).args(SIDECAR).assert().success();
+    let assert = tool().args(["istio-iptables"]).args(sidecar()).assert().success();
     let out = assert.get_output();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("# iptables-restore --noflush\n* nat\n"), "{stdout}");
@@ -96,7 +83,7 @@ fn dry_run_prints_only_rules_on_stdout_and_logs_on_stderr() {
 
 #[test]
 fn ipv6_script_follows_the_ipv4_one_when_enabled() {
-    tool().env("ENABLE_INBOUND_IPV6", "true").args(SIDECAR).assert().success().stdout(
+    tool().env("ENABLE_INBOUND_IPV6", "true").args(sidecar()).assert().success().stdout(
         contains("COMMIT\n# ip6tables-restore --noflush\n* nat\n")
             .and(contains("-A ISTIO_OUTPUT -d ::1/128 -j RETURN")),
     );
@@ -104,10 +91,10 @@ fn ipv6_script_follows_the_ipv4_one_when_enabled() {
 
 #[test]
 fn json_logs_with_log_as_json() {
-    let assert = tool().args(SIDECAR).arg("--log_as_json").assert().success();
+    let assert = tool().args(sidecar()).arg("--log_as_json").assert().success();
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(stderr.lines().all(|l| l.starts_with("{\"level\":\"") && l.ends_with('}')), "{stderr}");
-    tool().args(SIDECAR).arg("--log_output_level=default:none").assert().success().stderr("");
+    tool().args(sidecar()).arg("--log_output_level=default:none").assert().success().stderr("");
 }
 
 #[test]
@@ -124,11 +111,11 @@ fn flag_beats_env_and_additional_env_beats_derived_env() {
     tool()
         .env("DROP_INVALID", "true")
         .env("INVALID_DROP", "false")
-        .args(SIDECAR)
+        .args(sidecar())
         .assert()
         .success()
         .stdout(contains("ISTIO_DROP").not());
-    tool().env("INVALID_DROP", "true").args(SIDECAR).assert().success().stdout(contains("-j ISTIO_DROP"));
+    tool().env("INVALID_DROP", "true").args(sidecar()).assert().success().stdout(contains("-j ISTIO_DROP"));
 }
 
 #[test]
@@ -136,7 +123,7 @@ fn recording_file_is_truncated_and_ends_with_a_newline() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("recording");
     std::fs::write(&path, "x".repeat(100_000)).expect("prefill");
-    tool().env("DRY_RUN_FILE_PATH", &path).args(SIDECAR).assert().success();
+    tool().env("DRY_RUN_FILE_PATH", &path).args(sidecar()).assert().success();
     let text = std::fs::read_to_string(&path).expect("recording");
     assert!(text.starts_with("iptables-save\nip6tables-save\n* nat\n"), "{text}");
     assert!(text.ends_with("COMMIT\niptables-save\n"), "{text}");
@@ -147,20 +134,20 @@ fn recording_file_is_truncated_and_ends_with_a_newline() {
 fn skip_rule_apply_generates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("recording");
-    tool().env("DRY_RUN_FILE_PATH", &path).args(SIDECAR).arg("--skip-rule-apply").assert().success().stdout("");
+    tool().env("DRY_RUN_FILE_PATH", &path).args(sidecar()).arg("--skip-rule-apply").assert().success().stdout("");
     assert!(!path.exists());
 }
 
 #[test]
 fn native_nftables_dry_run_prints_the_transaction() {
     tool()
-        .args(SIDECAR)
+        .args(sidecar())
         .arg("--native-nftables")
         .assert()
         .success()
         .stdout(contains("add table inet istio-proxy-nat\nflush table inet istio-proxy-nat\n"));
     tool()
-        .args(SIDECAR)
+        .args(sidecar())
         .args(["--native-nftables", "--cleanup-only"])
         .assert()
         .success()

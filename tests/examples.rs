@@ -5,27 +5,14 @@
 use std::path::Path;
 use std::process::Command;
 
+mod support;
+
 /// apply.md §7.1: the default sidecar's `istio-init` arguments (after the image entrypoint).
-const ISTIO_INIT_ARGS: &[&str] = &[
-    "istio-iptables",
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
+fn istio_init_args() -> Vec<&'static str> {
+    let mut args = vec!["istio-iptables"];
+    args.extend(support::sidecar_argv_with(&["--log_output_level=default:info"]));
+    args
+}
 
 fn read(relative: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
@@ -55,7 +42,7 @@ fn security_context(manifest: &str, name: &str) -> String {
 #[test]
 fn istio_init_example_runs_the_injected_argv_as_root_with_net_admin() {
     let manifest = read("examples/istio-init-pod.yaml");
-    assert_eq!(init_args(&manifest, "istio-init"), ISTIO_INIT_ARGS);
+    assert_eq!(init_args(&manifest, "istio-init"), istio_init_args());
     let context = security_context(&manifest, "istio-init");
     for line in ["- NET_ADMIN", "- NET_RAW", "runAsUser: 0", "runAsGroup: 0", "runAsNonRoot: false"] {
         assert!(context.contains(line), "{line} missing from\n{context}");
@@ -65,7 +52,7 @@ fn istio_init_example_runs_the_injected_argv_as_root_with_net_admin() {
 #[test]
 fn istio_validation_example_adds_validation_flags_and_runs_as_the_proxy() {
     let manifest = read("examples/istio-validation-pod.yaml");
-    let mut expected: Vec<&str> = ISTIO_INIT_ARGS.to_vec();
+    let mut expected: Vec<&str> = istio_init_args();
     expected.extend(["--run-validation", "--skip-rule-apply"]);
     assert_eq!(init_args(&manifest, "istio-validation"), expected);
     let context = security_context(&manifest, "istio-validation");
@@ -79,7 +66,7 @@ fn istio_validation_example_adds_validation_flags_and_runs_as_the_proxy() {
 fn the_binary_accepts_the_injected_argv() {
     // Dry-run only; IPv6 forced off so the host's addresses do not matter.
     let output = Command::new(env!("CARGO_BIN_EXE_istio-iptables"))
-        .args(ISTIO_INIT_ARGS)
+        .args(istio_init_args())
         .args(["--dry-run", "--enable-inbound-ipv6=false"])
         .env_clear()
         .output()

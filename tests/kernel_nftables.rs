@@ -24,27 +24,10 @@ const STATUS_PORT: u16 = 15021;
 const REMOTE_PORT: u16 = 80;
 const APP_PORT: u16 = 8080;
 
-/// The argv the sidecar injector passes (REDIRECT mode), with the owner ids explicit.
-const SIDECAR: &[&str] = &[
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-g",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-];
+/// The injected sidecar argv (the gid defaults to the uid, 1337).
+fn sidecar() -> Vec<&'static str> {
+    support::SIDECAR_ARGV.to_vec()
+}
 
 fn require_nft() -> bool {
     support::require_programs_or_skip(&["nft"])
@@ -135,7 +118,7 @@ fn redirect_sidecar_captures_outbound_and_inbound() {
     let status = Listener::tcp(&net.app, app_ip, STATUS_PORT);
     let app_server = Listener::tcp(&net.app, app_ip, APP_PORT);
     let remote = Listener::tcp(&net.peer, any(false), REMOTE_PORT);
-    apply(&net.app, SIDECAR, &[]);
+    apply(&net.app, &sidecar(), &[]);
 
     assert_outbound_captured(&net, &outbound, &remote, peer_ip);
     assert_inbound_captured(&net, &inbound, app_ip);
@@ -173,16 +156,16 @@ fn outbound_exclusions_and_limited_include_bypass_capture() {
     let to_remote = |port: u16| connect_as(&net.app, APP_UID, APP_GID, (peer_ip, port)).expect("app connect").response;
 
     // Each configuration replaces the previous one in the same namespace.
-    apply(&net.app, &args(SIDECAR, &["-o", "9090"]), &[]);
+    apply(&net.app, &args(&sidecar(), &["-o", "9090"]), &[]);
     assert_eq!(to_remote(excluded_port), remote_excluded.label(), "-o port was captured");
     assert_eq!(to_remote(REMOTE_PORT), outbound.label());
     assert_eq!(outbound.next().original_dst, Some(SocketAddr::new(peer_ip, REMOTE_PORT)));
 
-    apply(&net.app, &args(SIDECAR, &["-x", &format!("{peer_ip}/32")]), &[]);
+    apply(&net.app, &args(&sidecar(), &["-x", &format!("{peer_ip}/32")]), &[]);
     assert_eq!(to_remote(REMOTE_PORT), remote.label(), "-x CIDR was captured");
     assert_eq!(to_remote(excluded_port), remote_excluded.label(), "-x CIDR was captured");
 
-    apply(&net.app, &args(SIDECAR, &["-i", "10.248.1.0/24"]), &[]);
+    apply(&net.app, &args(&sidecar(), &["-i", "10.248.1.0/24"]), &[]);
     assert_eq!(to_remote(REMOTE_PORT), remote.label(), "destination outside -i was captured");
     let included = SocketAddr::new(PEER_ROUTED_V4.into(), REMOTE_PORT);
     let captured = connect_as(&net.app, APP_UID, APP_GID, included).expect("app connect to -i range");
@@ -243,7 +226,7 @@ fn ipv6_capture(options: TopologyOptions, extra: &[&str]) {
     let outbound = Listener::tcp(&net.app, any(true), OUTBOUND_PORT);
     let inbound = Listener::tcp(&net.app, any(true), INBOUND_PORT);
     let remote = Listener::tcp(&net.peer, any(true), REMOTE_PORT);
-    apply(&net.app, &args(SIDECAR, extra), &[]);
+    apply(&net.app, &args(&sidecar(), extra), &[]);
     assert!(rules(&net.app).contains("ip6 saddr ::6"), "IPv6 was not detected");
     assert_outbound_captured(&net, &outbound, &remote, peer_v6);
     assert_inbound_captured(&net, &inbound, app_v6);
@@ -280,7 +263,7 @@ fn ipv6_traffic_is_left_alone_when_ipv6_is_off() {
     let remote_v6 = Listener::tcp(&net.peer, any(true), REMOTE_PORT);
     // With listed inbound ports, the port match and the wildcard outbound jump carry no
     // address: upstream applies both to IPv6.
-    let argv = args(SIDECAR, &["-b", "8080"]);
+    let argv = args(&sidecar(), &["-b", "8080"]);
     apply(&net.app, &argv, &[("ENABLE_INBOUND_IPV6", "false")]);
 
     let app = connect_as(&net.app, APP_UID, APP_GID, (peer_v6, REMOTE_PORT)).expect("app connect over v6");
@@ -310,7 +293,7 @@ fn dns_to_the_resolver_goes_to_the_agent() {
     let agent_udp = UdpListener::bind(&net.app, loopback, AGENT_DNS_PORT);
     let agent_tcp = Listener::tcp(&net.app, loopback, AGENT_DNS_PORT);
     let resolver_udp = UdpListener::bind(&net.peer, any(false), 53);
-    apply(&net.app, &args(SIDECAR, &["--redirect-dns", "--resolv-conf", &resolv_conf]), &[]);
+    apply(&net.app, &args(&sidecar(), &["--redirect-dns", "--resolv-conf", &resolv_conf]), &[]);
     assert!(rules(&net.app).contains("table inet istio-proxy-raw"));
 
     // Only the query is checked: the answer is un-NATed only if it leaves in the query's
@@ -337,8 +320,8 @@ fn configurations(resolv_conf: &str) -> Vec<Configuration<'_>> {
     let v4 = vec![("ENABLE_INBOUND_IPV6", "false")];
     let dns = ["--redirect-dns", "--resolv-conf", resolv_conf];
     vec![
-        (SIDECAR.to_vec(), v4.clone()),
-        (args(SIDECAR, &["-k", "eth1,eth2"]), v6.clone()),
+        (sidecar(), v4.clone()),
+        (args(&sidecar(), &["-k", "eth1,eth2"]), v6.clone()),
         (args(&["-u", "3,4", "-g", "1,2", "-m", "TPROXY", "-b", "*", "-x", "1.1.0.0/16", "-c", "nic0"], &dns), v6),
         (args(&["-u", "1337", "-i", "10.0.0.0/8", "-b", "4000,5000", "--drop-invalid"], &dns), v4),
     ]
@@ -415,9 +398,9 @@ fn failed_apply_keeps_the_previous_ruleset_and_reports_nft_stderr() {
     }
     let ns = bare_netns("failed");
     let env = [("ENABLE_INBOUND_IPV6", "false")];
-    apply(&ns, SIDECAR, &env);
+    apply(&ns, &sidecar(), &env);
     let before = ruleset(&ns);
-    let output = run(&ns, SIDECAR, &[env[0], ("ISTIO_OUTBOUND_OWNER_GROUPS", "no-such-group-xyz")]);
+    let output = run(&ns, &sidecar(), &[env[0], ("ISTIO_OUTBOUND_OWNER_GROUPS", "no-such-group-xyz")]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("nftables run failed: ") && stderr.contains("no-such-group-xyz"), "{stderr}");
@@ -447,7 +430,7 @@ fn dry_run_prints_and_applies_nothing() {
         return;
     }
     let ns = bare_netns("dryrun");
-    let output = run(&ns, &args(SIDECAR, &["-n"]), &[("ENABLE_INBOUND_IPV6", "false")]);
+    let output = run(&ns, &args(&sidecar(), &["-n"]), &[("ENABLE_INBOUND_IPV6", "false")]);
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("add table inet istio-proxy-nat\n"));
     assert_eq!(rules(&ns), "");
@@ -463,7 +446,7 @@ fn network_namespace_flag_programs_that_namespace() {
     let started_in = bare_netns("start");
     let target = bare_netns("target");
     let target_path = target.path().to_string_lossy().into_owned();
-    apply(&started_in, &args(SIDECAR, &["--network-namespace", &target_path]), &[("ENABLE_INBOUND_IPV6", "true")]);
+    apply(&started_in, &args(&sidecar(), &["--network-namespace", &target_path]), &[("ENABLE_INBOUND_IPV6", "true")]);
     assert!(rules(&target).contains("table inet istio-proxy-nat"));
     assert_eq!(rules(&started_in), "");
     let lo = target.exec_ok("ip", ["-6", "addr", "show", "dev", "lo"]);

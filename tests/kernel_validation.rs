@@ -19,26 +19,11 @@ use support::{Backend, Netns, PROXY_GID, PROXY_UID};
 const BINARY: &str = env!("CARGO_BIN_EXE_istio-iptables");
 
 /// Istio's injected `istio-init` argv (apply.md §7.1), after the image entrypoint.
-const SIDECAR_ARGS: &[&str] = &[
-    "istio-iptables",
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
+fn sidecar_args() -> Vec<&'static str> {
+    let mut args = vec!["istio-iptables"];
+    args.extend(support::sidecar_argv_with(&["--log_output_level=default:info"]));
+    args
+}
 
 /// What the CNI-mode `istio-validation` container adds (apply.md §7.3).
 const VALIDATION_ARGS: &[&str] = &["--run-validation", "--skip-rule-apply"];
@@ -75,7 +60,7 @@ fn backend_or_skip(backend: Backend) -> bool {
 /// Prints the default sidecar rules with `--dry-run` inside `ns` (so IPv6 is detected from
 /// the namespace's addresses) and restores each family's section with `backend`.
 fn apply_sidecar_rules(ns: &Netns, backend: Backend) {
-    let output = ns.command(BINARY).args(SIDECAR_ARGS).arg("--dry-run").env_clear().output().expect("run dry-run");
+    let output = ns.command(BINARY).args(sidecar_args()).arg("--dry-run").env_clear().output().expect("run dry-run");
     assert!(output.status.success(), "dry-run failed: {}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).expect("utf-8 rules");
     let sections = restore_sections(&stdout);
@@ -125,7 +110,7 @@ fn timed(mut command: Command) -> Run {
 /// The `istio-validation` container: the injected argv plus validation flags, as uid/gid 1337.
 fn validate_as_proxy(ns: &Netns, extra: &[&str]) -> Run {
     let mut command = ns.command_as(PROXY_UID, PROXY_GID, BINARY);
-    command.args(SIDECAR_ARGS).args(VALIDATION_ARGS).args(extra);
+    command.args(sidecar_args()).args(VALIDATION_ARGS).args(extra);
     timed(command)
 }
 
@@ -218,7 +203,7 @@ fn probe_timeout_comes_from_the_environment_too() {
     }
     let ns = pod_netns(Family::V4);
     let mut command = ns.command_as(PROXY_UID, PROXY_GID, BINARY);
-    command.args(SIDECAR_ARGS).args(VALIDATION_ARGS);
+    command.args(sidecar_args()).args(VALIDATION_ARGS);
     let started = Instant::now();
     let output = command.env_clear().env("PROBE_TIMEOUT", "1s").output().expect("run istio-iptables");
     let run = Run { output, elapsed: started.elapsed() };
@@ -234,16 +219,16 @@ fn only_the_proxy_user_is_redirected() {
     apply_sidecar_rules(&ns, Backend::Nft);
     // As root (the istio-init container's user) the owner match does not apply.
     let mut command = ns.command(BINARY);
-    command.args(SIDECAR_ARGS).args(VALIDATION_ARGS).arg("--probe-timeout=1s");
+    command.args(sidecar_args()).args(VALIDATION_ARGS).arg("--probe-timeout=1s");
     assert_fails_after(&timed(command), Duration::from_secs(1));
     // The proxy gid alone is not enough: `-o lo -m owner ! --uid-owner 1337 -j RETURN` comes
     // before the --gid-owner redirect, so any other uid leaves the chain first.
     let mut command = ns.command_as(4242, PROXY_GID, BINARY);
-    command.args(SIDECAR_ARGS).args(VALIDATION_ARGS).arg("--probe-timeout=1s");
+    command.args(sidecar_args()).args(VALIDATION_ARGS).arg("--probe-timeout=1s");
     assert_fails_after(&timed(command), Duration::from_secs(1));
     // The proxy uid with any gid is.
     let mut command = ns.command_as(PROXY_UID, 4242, BINARY);
-    command.args(SIDECAR_ARGS).args(VALIDATION_ARGS);
+    command.args(sidecar_args()).args(VALIDATION_ARGS);
     assert_passes_quickly(&timed(command));
 }
 
@@ -257,7 +242,7 @@ fn validation_follows_the_rule_stage() {
     // Without --skip-rule-apply the rule stage runs first (here in dry-run, which prints the
     // rules), then the validator.
     let mut command = ns.command_as(PROXY_UID, PROXY_GID, BINARY);
-    command.args(SIDECAR_ARGS).args(["--dry-run", "--run-validation"]);
+    command.args(sidecar_args()).args(["--dry-run", "--run-validation"]);
     let run = timed(command);
     assert_passes_quickly(&run);
     let stdout = String::from_utf8_lossy(&run.output.stdout);
@@ -318,7 +303,7 @@ fn init_then_validate(family: Family, extra_init_args: &[&str]) {
         Family::V6 => ns.exec_ok("ip", ["-6", "addr", "add", "fd00::5/128", "dev", "lo", "nodad"]),
     };
     let mut init = ns.command(BINARY);
-    init.args(SIDECAR_ARGS).args(extra_init_args).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    init.args(sidecar_args()).args(extra_init_args).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     let init = init.output().expect("run istio-init");
     let init_logs = String::from_utf8_lossy(&init.stderr);
     assert!(init.status.success(), "istio-init failed:\n{init_logs}");

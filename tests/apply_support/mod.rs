@@ -7,31 +7,11 @@ use std::process::Output;
 
 use crate::support::{self, Backend, Netns};
 
-/// The injected sidecar's argv (`apply.md` §7.1), logging at info.
-pub const SIDECAR: [&str; 17] = [
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
-
 /// The sidecar argv with some flags replaced (`("-m", "TPROXY")`) or added (`("--reconcile", "")`
 /// for a bool flag, `("--resolv-conf", "/x")`, always a long flag).
 pub fn sidecar_with(changes: &[(&str, &str)]) -> Vec<String> {
-    let mut args: Vec<String> = SIDECAR.iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> =
+        support::sidecar_argv_with(&["--log_output_level=default:info"]).iter().map(|s| s.to_string()).collect();
     for (flag, value) in changes {
         match args.iter().position(|a| a == flag) {
             Some(at) => args[at + 1] = value.to_string(),

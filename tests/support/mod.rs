@@ -53,6 +53,32 @@ pub const PROXY_GID: u32 = 1337;
 pub const APP_UID: u32 = 1000;
 pub const APP_GID: u32 = 1000;
 
+/// The argv Istio's injection template gives `istio-init` (apply.md §7.1), without the
+/// leading `istio-iptables` word and the logging flag; tests append what they need.
+pub const SIDECAR_ARGV: [&str; 16] = [
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+];
+
+/// The sidecar argv followed by `extra`.
+pub fn sidecar_argv_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    SIDECAR_ARGV.iter().copied().chain(extra.iter().copied()).collect()
+}
+
 /// Environment variable naming another `istio-iptables` to test instead of
 /// the one Cargo built, e.g. Istio's Go binary for differential runs.
 pub const BINARY_ENV: &str = "ISTIO_IPTABLES_BIN";
