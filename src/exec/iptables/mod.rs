@@ -2,10 +2,10 @@
 //! current state, decide (§3.4), change each family with one restore input, and log the final
 //! state whatever happened.
 //!
-//! Processes per run, default sidecar on a fresh pod: `iptables-legacy-save` and
-//! `iptables-nft-save` (detection, the second doubling as the state read), one
-//! `iptables-nft-restore`, one final `iptables-nft-save`. A rerun with nothing to change: the two
-//! saves and one restore of `-C` checks; its final state is the state it read.
+//! Processes per run, default sidecar on a fresh pod: one `iptables-nft-restore` (detection finds
+//! no table of either flavour without running anything, and the final state is the restore
+//! input applied to empty tables). A rerun with nothing to change: one `-save` (detection and
+//! state read) and one restore holding every `-C` check; its final state is the state it read.
 
 mod cleanup;
 mod commands;
