@@ -18,6 +18,8 @@ use super::netlink::{self, Message, Socket};
 use crate::config::{Config, InboundPorts};
 use crate::error::{Error, Result};
 
+/// `fib_rule_hdr.flags`: the rule matches when its selectors do not.
+const FIB_RULE_INVERT: u32 = 0x2;
 const FR_ACT_TO_TBL: u8 = 1;
 const FRA_FWMARK: u16 = 10;
 const FRA_TABLE: u16 = 15;
@@ -97,7 +99,18 @@ fn ensure_mark_rule(socket: &mut Socket, family: u8, mark: u32, table: u32) -> s
 /// A rule that sends exactly `fwmark MARK` (full mask, no other selector) to `table`.
 fn is_mark_rule(rule: &netlink::Reply, mark: u32, table: u32) -> bool {
     let header = &rule.body;
-    if header.len() < RULE_HEADER_LEN || header[1] != 0 || header[2] != 0 || header[7] != FR_ACT_TO_TBL {
+    // fib_rule_hdr: family, dst_len, src_len, tos, table, 2 reserved, action, then u32 flags.
+    if header.len() < RULE_HEADER_LEN
+        || header[1] != 0
+        || header[2] != 0
+        || header[3] != 0
+        || header[7] != FR_ACT_TO_TBL
+    {
+        return false;
+    }
+    let flags = u32::from_ne_bytes([header[8], header[9], header[10], header[11]]);
+    if flags & FIB_RULE_INVERT != 0 {
+        // `not fwmark M` is a different rule; ours must still be added.
         return false;
     }
     let (mut rule_mark, mut rule_mask, mut rule_table) = (None, u32::MAX, u32::from(header[4]));
@@ -107,8 +120,11 @@ fn is_mark_rule(rule: &netlink::Reply, mark: u32, table: u32) -> bool {
             FRA_FWMARK => rule_mark = netlink::read_u32(data),
             FRA_FWMASK => rule_mask = netlink::read_u32(data).unwrap_or(0),
             FRA_TABLE => rule_table = netlink::read_u32(data).unwrap_or(rule_table),
-            // interface names, sources/destinations, ports, uid ranges, protocol
-            1 | 2 | 3 | 17 | 20 | 22 | 23 | 24 => other_selector = true,
+            // suppress_ifgroup / suppress_prefixlength: the kernel dumps -1 when they are unset.
+            13 | 14 => other_selector |= netlink::read_u32(data) != Some(u32::MAX),
+            // Anything else that narrows or redirects the rule: dst, src, iifname, goto, realms,
+            // tunnel id, oifname, l3mdev, uid range, ip_proto, port ranges (dumped only when set).
+            1 | 2 | 3 | 4 | 11 | 12 | 17 | 19 | 20 | 22 | 23 | 24 => other_selector = true,
             _ => {}
         }
     }
@@ -146,6 +162,13 @@ mod tests {
         assert!(!is_mark_rule(&rule(rule_header(ipv4, 133), &masked), 1337, 133));
         let with_iif = [(FRA_FWMARK, 1337), (FRA_TABLE, 133), (3, 0)];
         assert!(!is_mark_rule(&rule(rule_header(ipv4, 133), &with_iif), 1337, 133));
+        let mut inverted = rule_header(ipv4, 133);
+        inverted[8..12].copy_from_slice(&FIB_RULE_INVERT.to_ne_bytes());
+        assert!(!is_mark_rule(&rule(inverted, &[(FRA_FWMARK, 1337), (FRA_TABLE, 133)]), 1337, 133));
+        let suppressing = [(FRA_FWMARK, 1337), (FRA_TABLE, 133), (14, 0)];
+        assert!(!is_mark_rule(&rule(rule_header(ipv4, 133), &suppressing), 1337, 133));
+        let unset_suppress = [(FRA_FWMARK, 1337), (FRA_TABLE, 133), (14, u32::MAX), (13, u32::MAX)];
+        assert!(is_mark_rule(&rule(rule_header(ipv4, 133), &unset_suppress), 1337, 133));
         // Large tables live only in the attribute.
         assert!(is_mark_rule(&rule(rule_header(ipv4, 5000), &[(FRA_FWMARK, 7), (FRA_TABLE, 5000)]), 7, 5000));
     }
