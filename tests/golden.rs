@@ -71,6 +71,25 @@ struct Outcome {
     recording: Option<String>,
 }
 
+/// Golden cases print rules; they must never apply them to the machine running the tests. Every
+/// case is run with `--dry-run` first, and a case may not turn it off again.
+fn assert_stays_dry(case: &Case, path: &Path) {
+    let turns_off = |arg: &String| {
+        ["--dry-run=", "-n="].iter().any(|p| arg.starts_with(p))
+            && !arg.ends_with("=true")
+            && !arg.ends_with("=1")
+            && !arg.ends_with("=t")
+    };
+    assert!(!case.args.iter().any(turns_off), "{}: a golden case must stay a dry run", path.display());
+}
+
+/// `--dry-run`, unless the case itself enables dry-run through `DRY_RUN` (to test that binding).
+fn dry_run_flag(case: &Case) -> Option<&'static str> {
+    let env_enables =
+        case.env.iter().any(|(k, v)| k == "DRY_RUN" && ["1", "t", "T", "TRUE", "true", "True"].contains(&v.as_str()));
+    (!env_enables).then_some("--dry-run")
+}
+
 fn run_case(case: &Case) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let resolv = dir.path().join("resolv.conf");
@@ -85,6 +104,7 @@ fn run_case(case: &Case) -> Outcome {
         // First, so that a case can name another file (the last value wins).
         .arg("--resolv-conf")
         .arg(&resolv)
+        .args(dry_run_flag(case))
         .args(&case.args);
     let output = cmd.output().expect("run istio-iptables");
     Outcome {
@@ -132,6 +152,7 @@ fn golden_cases() {
     let mut failures = Vec::new();
     for path in &files {
         let case = parse_case(path);
+        assert_stays_dry(&case, path);
         let outcome = run_case(&case);
         if update && outcome.exit == case.exit {
             rewrite(path, &case, &outcome);
