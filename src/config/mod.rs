@@ -78,6 +78,22 @@ impl Default for HostPaths {
     }
 }
 
+/// Variables upstream prints at the start of a run (some, like `ENVOY_PORT`, are only printed).
+pub const ECHOED_ENV: [&str; 12] = [
+    "ENVOY_PORT",
+    "INBOUND_CAPTURE_PORT",
+    "ISTIO_INBOUND_INTERCEPTION_MODE",
+    "ISTIO_INBOUND_TPROXY_ROUTE_TABLE",
+    "ISTIO_INBOUND_PORTS",
+    "ISTIO_OUTBOUND_PORTS",
+    "ISTIO_LOCAL_EXCLUDE_PORTS",
+    "ISTIO_EXCLUDE_INTERFACES",
+    "ISTIO_SERVICE_CIDR",
+    "ISTIO_SERVICE_EXCLUDE_CIDR",
+    "ISTIO_META_DNS_CAPTURE",
+    "INVALID_DROP",
+];
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub proxy_port: Port,
@@ -122,6 +138,8 @@ pub struct Config {
     pub force_iptables_binary: Option<IptablesBackend>,
     pub network_namespace: Option<PathBuf>,
     pub resolv_conf: PathBuf,
+    /// [`ECHOED_ENV`] with their values (empty when unset), for the run's log.
+    pub echoed_env: Vec<(&'static str, String)>,
 }
 
 impl Config {
@@ -249,6 +267,7 @@ impl Config {
             force_iptables_binary,
             network_namespace,
             resolv_conf,
+            echoed_env: ECHOED_ENV.iter().map(|name| (*name, env.get(*name).cloned().unwrap_or_default())).collect(),
         })
     }
 }

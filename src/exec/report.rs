@@ -6,21 +6,6 @@ use std::fmt::Write as _;
 use crate::config::{Config, DnsCapture, InboundPorts, OutboundCidrs, OwnerGroups};
 use crate::gocompat::format_go_duration;
 
-const ECHOED_ENV: [&str; 12] = [
-    "ENVOY_PORT",
-    "INBOUND_CAPTURE_PORT",
-    "ISTIO_INBOUND_INTERCEPTION_MODE",
-    "ISTIO_INBOUND_TPROXY_ROUTE_TABLE",
-    "ISTIO_INBOUND_PORTS",
-    "ISTIO_OUTBOUND_PORTS",
-    "ISTIO_LOCAL_EXCLUDE_PORTS",
-    "ISTIO_EXCLUDE_INTERFACES",
-    "ISTIO_SERVICE_CIDR",
-    "ISTIO_SERVICE_EXCLUDE_CIDR",
-    "ISTIO_META_DNS_CAPTURE",
-    "INVALID_DROP",
-];
-
 fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
@@ -31,8 +16,7 @@ pub fn log_configuration(config: &Config) {
     }
     let backend = if config.native_nftables { "nftables" } else { "iptables" };
     let mut env = format!("Istio {backend} environment:\n");
-    for name in ECHOED_ENV {
-        let value = std::env::var(name).unwrap_or_default();
+    for (name, value) in &config.echoed_env {
         let _ = writeln!(env, "{name}={value}");
     }
     tracing::info!("{env}");
