@@ -16,6 +16,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY benches ./benches
 COPY scripts ./scripts
 # build-static.sh links glibc statically and fails unless ldd reports a static executable.
 RUN scripts/build-static.sh \

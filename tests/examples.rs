@@ -108,3 +108,30 @@ fn readme_shows_the_same_argv_image_and_build_as_the_examples_and_dockerfile() {
     assert!(readme.contains("scripts/build-static.sh"), "README must say how the image's binary is built");
     assert!(readme.contains("values.global.proxy_init.image"), "README must say how to swap the image into Istio");
 }
+
+/// The image's build stage sees only what its `COPY` lines bring in; cargo must accept the
+/// manifest from exactly those files (every declared target present), or `docker build` fails.
+#[test]
+fn docker_build_stage_copies_everything_the_manifest_declares() {
+    let dockerfile = read("Dockerfile");
+    let build_stage = dockerfile.split("\nFROM ").nth(1).expect("a build stage after the first FROM");
+    let context = tempfile::tempdir().expect("tempdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut copied = 0;
+    for line in build_stage.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for source in &words[1..words.len() - 1] {
+            let status = Command::new("cp").arg("-r").arg(root.join(source)).arg(context.path()).status().expect("cp");
+            assert!(status.success(), "COPY {source}: missing from the repository");
+            copied += 1;
+        }
+    }
+    assert!(copied >= 3, "expected COPY lines in the build stage");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path"])
+        .arg(context.path().join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata");
+    assert!(out.status.success(), "cargo rejects the image's build context: {}", String::from_utf8_lossy(&out.stderr));
+}
