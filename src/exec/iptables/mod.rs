@@ -33,9 +33,8 @@ struct FamilyRun {
     /// IPv6 while it is off: read only so that `--reconcile` and `--cleanup-only` can remove an
     /// earlier IPv6-on run's rules; nothing is planned for it.
     leftovers_only: bool,
-    /// A restore was attempted, so the final state must be read again.
-    touched: bool,
-    /// The input of the last restore attempted, which a rollback takes back.
+    /// The input of the last restore attempted: a rollback takes it back, and the final state
+    /// must be read again.
     attempted: Option<String>,
     /// The input of a restore that succeeded.
     restored: Option<String>,
@@ -80,7 +79,6 @@ pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
             rules,
             restore_text,
             leftovers_only,
-            touched: false,
             attempted: None,
             restored: None,
         });
@@ -209,7 +207,6 @@ fn change(runner: &Runner, run: &mut FamilyRun, decision: Decision) -> Result<()
         run.tool.restore_program(),
         input.trim()
     );
-    run.touched = true;
     run.attempted = Some(input.clone());
     runner.restore(&run.tool, &input).map_err(|e| {
         tracing::error!("Command error: {}", e.xtables_text());
@@ -258,7 +255,7 @@ fn log_final_state(runner: &Runner, runs: &[FamilyRun]) {
     }
     for run in runs {
         let label = run.label();
-        match (&run.restored, run.touched) {
+        match (&run.restored, run.attempted.is_some()) {
             (Some(input), _) if run.saved.is_empty() => {
                 tracing::info!("Final iptables state ({label}), restored into empty tables:\n{input}");
             }
