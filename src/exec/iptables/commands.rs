@@ -153,13 +153,22 @@ impl Runner {
             }
             Ok(command)
         };
-        let spawned = command(self.cni_mode).and_then(|mut c| c.spawn());
+        // In CNI mode a sandbox that cannot be set up is not fatal (upstream goes on without
+        // it); a program that cannot be run is, sandboxed or not. The bool: a sandbox failure.
+        let spawned = match command(self.cni_mode) {
+            Ok(mut command) => command.spawn().map_err(|e| match super::sandbox::hook_failure(&e) {
+                Some(hook) => (true, hook),
+                None => (false, e),
+            }),
+            Err(e) => Err((true, e)),
+        };
         let spawned = match spawned {
-            Err(e) if self.cni_mode => {
+            Ok(child) => Ok(child),
+            Err((true, e)) if self.cni_mode => {
                 tracing::warn!("failed to setup execution environment, attempting to continue anyways: {e}");
                 command(false).and_then(|mut c| c.spawn())
             }
-            other => other,
+            Err((_, e)) => Err(e),
         };
         let mut child = spawned.map_err(|e| failed(Some(e), None, String::new()))?;
         // Feed stdin from a second thread: a program that writes before it has read everything

@@ -30,8 +30,12 @@ struct FamilyRun {
     /// `-save` output at the start, and parsed.
     saved: String,
     before: State,
-    /// A restore was attempted, so the final state must be read again.
-    touched: bool,
+    /// IPv6 while it is off: read only so that `--reconcile` and `--cleanup-only` can remove an
+    /// earlier IPv6-on run's rules; nothing is planned for it.
+    leftovers_only: bool,
+    /// The input of the last restore attempted: a rollback takes it back, and the final state
+    /// must be read again.
+    attempted: Option<String>,
     /// The input of a restore that succeeded.
     restored: Option<String>,
 }
@@ -45,17 +49,28 @@ impl FamilyRun {
 pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
     // In CNI mode the lock is scoped to the pod: its network namespace file.
     let runner = Runner::new(config.cni_mode, config.network_namespace.clone());
-    let mut families = vec![Family::V4];
-    if config.enable_ipv6 {
-        families.push(Family::V6);
+    // With IPv6 off nothing is planned for it, but an earlier run may have had it on: a
+    // reconcile or a cleanup must not leave that run's IPv6 capture behind.
+    let ipv6_leftovers = !config.enable_ipv6 && (config.reconcile || config.cleanup_only);
+    let mut families = vec![(Family::V4, false)];
+    if config.enable_ipv6 || ipv6_leftovers {
+        families.push((Family::V6, ipv6_leftovers));
     }
     let mut runs = Vec::new();
-    for family in families {
-        let detected = detect::detect(family, config.force_iptables_binary, &runner).map_err(|e| {
-            tracing::error!("did not find a working iptables binary for {}: {e}", family_label(family));
-            Error::Apply(e)
-        })?;
-        let rules = token_rules(plan, family);
+    for (family, leftovers_only) in families {
+        let detected = match detect::detect(family, config.force_iptables_binary, &runner) {
+            Ok(detected) => detected,
+            // No ip6tables is fine while IPv6 is off: there can be no IPv6 rules to remove.
+            Err(e) if leftovers_only => {
+                tracing::debug!("not looking for IPv6 leftovers: {e}");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!("did not find a working iptables binary for {}: {e}", family_label(family));
+                return Err(Error::Apply(e));
+            }
+        };
+        let rules = if leftovers_only { Vec::new() } else { token_rules(plan, family) };
         let restore_text = render_restore(&rules);
         runs.push(FamilyRun {
             before: State::parse(&detected.saved),
@@ -63,7 +78,8 @@ pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
             tool: detected.tool,
             rules,
             restore_text,
-            touched: false,
+            leftovers_only,
+            attempted: None,
             restored: None,
         });
     }
@@ -73,7 +89,7 @@ pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
 }
 
 fn run(config: &Config, runner: &Runner, runs: &mut [FamilyRun]) -> Result<()> {
-    let (residue, delta) = verify(runner, runs);
+    let (residue, delta) = verify(runner, runs, config.reconcile);
     let flags = state::Flags {
         reconcile: config.reconcile,
         cleanup_only: config.cleanup_only,
@@ -93,8 +109,22 @@ fn run(config: &Config, runner: &Runner, runs: &mut [FamilyRun]) -> Result<()> {
         tracing::info!("Applying iptables chains and rules");
     }
     for index in 0..runs.len() {
-        if let Err(err) = change(runner, &mut runs[index], decision) {
-            rollback(runner, &runs[..=index], decision);
+        let run = &mut runs[index];
+        let family_decision = if run.leftovers_only {
+            // Only removal: no guardrails (nothing is rebuilt) and nothing to apply. Under
+            // `--reconcile` it happens whatever the IPv4 verdict, since that verdict cannot
+            // see this family.
+            let cleanup = decision.cleanup || (flags.reconcile && cleanup::has_istio_rules(&run.before, &[]));
+            Decision { cleanup, guardrails: false, apply: false }
+        } else {
+            decision
+        };
+        if let Err(err) = change(runner, run, family_decision) {
+            // A failed removal of leftovers changes nothing the planned families did, so their
+            // (correct) rules stay.
+            if !runs[index].leftovers_only {
+                rollback(runner, &runs[..=index], decision);
+            }
             return Err(err);
         }
     }
@@ -107,15 +137,28 @@ fn run(config: &Config, runner: &Runner, runs: &mut [FamilyRun]) -> Result<()> {
     Ok(())
 }
 
-/// §3.2–3.3: the global (residue, delta) verdict, logged as upstream does.
-fn verify(runner: &Runner, runs: &[FamilyRun]) -> (bool, bool) {
+/// §3.2–3.3: the global (residue, delta) verdict, logged as upstream does. With `reconcile`,
+/// Istio rules in built-in chains that the plan does not have are a delta too: upstream's
+/// checks only ask whether the planned rules exist, so a reconcile would keep them.
+fn verify(runner: &Runner, runs: &[FamilyRun], reconcile: bool) -> (bool, bool) {
     let (mut residue, mut delta) = (false, false);
-    for run in runs {
+    // A leftovers-only family (IPv6 while off) is upstream's "not read": it decides nothing
+    // for the others, and `run` cleans it on its own.
+    for run in runs.iter().filter(|run| !run.leftovers_only) {
         let planned = !run.rules.is_empty();
         let has_residue = run.before.has_entries();
         let family_delta = match state::compare(&State::parse(&run.restore_text), &run.before) {
             Comparison::Clean => planned,
             Comparison::Differs => true,
+            Comparison::NeedsRuleCheck if reconcile && cleanup::has_stale_built_in_rules(&run.before, &run.rules) => {
+                tracing::info!(
+                    "Found {} Istio rules in built-in chains that the current configuration does not create",
+                    run.label()
+                );
+                true
+            }
+            // Nothing planned: nothing to check (and no process to spend on it).
+            Comparison::NeedsRuleCheck if !planned => false,
             Comparison::NeedsRuleCheck => !rules_present(runner, run),
         };
         if has_residue && !planned {
@@ -164,7 +207,7 @@ fn change(runner: &Runner, run: &mut FamilyRun, decision: Decision) -> Result<()
         run.tool.restore_program(),
         input.trim()
     );
-    run.touched = true;
+    run.attempted = Some(input.clone());
     runner.restore(&run.tool, &input).map_err(|e| {
         tracing::error!("Command error: {}", e.xtables_text());
         Error::Apply(format!("{} restore of the {} rules failed: {e}", run.tool.program, run.label()))
@@ -180,7 +223,8 @@ fn change(runner: &Runner, run: &mut FamilyRun, decision: Decision) -> Result<()
 /// after a reconcile, its remaining old Istio rules go too, rather than a mix of two configs.
 fn rollback(runner: &Runner, runs: &[FamilyRun], decision: Decision) {
     let failed = runs.len().saturating_sub(1);
-    for (index, run) in runs.iter().enumerate().filter(|(_, run)| run.touched) {
+    for (index, run) in runs.iter().enumerate() {
+        let Some(input) = &run.attempted else { continue };
         let after = match runner.save(&run.tool) {
             Ok(saved) => State::parse(&saved),
             Err(e) => {
@@ -189,7 +233,7 @@ fn rollback(runner: &Runner, runs: &[FamilyRun], decision: Decision) {
             }
         };
         let remove_all = index < failed || decision.cleanup;
-        let undo = cleanup::undo(&run.before, &after, remove_all, &run.rules);
+        let undo = cleanup::undo(&run.before, &after, input, remove_all, &run.rules);
         if undo.is_empty() {
             continue;
         }
@@ -211,7 +255,7 @@ fn log_final_state(runner: &Runner, runs: &[FamilyRun]) {
     }
     for run in runs {
         let label = run.label();
-        match (&run.restored, run.touched) {
+        match (&run.restored, run.attempted.is_some()) {
             (Some(input), _) if run.saved.is_empty() => {
                 tracing::info!("Final iptables state ({label}), restored into empty tables:\n{input}");
             }
