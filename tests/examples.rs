@@ -186,3 +186,31 @@ impl Target {
         }
     }
 }
+
+/// The README's first command (the main job) must work as written from a fresh clone: it is a
+/// `cargo run` with the default binary, so it breaks if the crate gains a binary without
+/// `default-run`.
+#[test]
+fn readme_main_job_command_runs_as_written() {
+    let readme = read("README.md");
+    let command = readme
+        .lines()
+        .find(|l| l.starts_with("ENABLE_INBOUND_IPV6=false cargo run --release -- "))
+        .expect("the README's main-job command");
+    let manifest = read("Cargo.toml");
+    assert!(
+        manifest.contains("default-run = \"istio-iptables\""),
+        "`{command}` needs default-run when the crate has more than one binary"
+    );
+    let argv = command.trim_start_matches("ENABLE_INBOUND_IPV6=false cargo run --release -- ");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec \"$0\" {argv}"))
+        .arg(env!("CARGO_BIN_EXE_istio-iptables"))
+        .env_clear()
+        .env("ENABLE_INBOUND_IPV6", "false")
+        .output()
+        .expect("run the README's argv");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("# iptables-restore --noflush\n* nat\n"));
+}
