@@ -5,6 +5,7 @@ mod iptables;
 pub(crate) mod netlink;
 pub mod netns;
 mod nftables;
+mod process;
 mod report;
 pub mod routes;
 

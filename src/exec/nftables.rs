@@ -2,7 +2,6 @@
 //! on stdin in one `nft -f -` run, which the kernel commits atomically (all or nothing).
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -78,24 +77,14 @@ impl Nft {
         let spawn_error = |err: std::io::Error| {
             Error::Apply(format!("could not run nftables command: {} {}: {err}", self.path.display(), args.join(" ")))
         };
-        let mut child = Command::new(&self.path)
+        let child = Command::new(&self.path)
             .args(args)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_error)?;
-        let pipe = child.stdin.take();
-        // Written from another thread while this one drains stdout/stderr, so neither side can
-        // block on a full pipe. A write error (nft exiting early) shows in its exit status.
-        std::thread::scope(|scope| {
-            if let (Some(mut pipe), Some(text)) = (pipe, stdin) {
-                scope.spawn(move || {
-                    let _ = pipe.write_all(text.as_bytes());
-                });
-            }
-            child.wait_with_output().map_err(spawn_error)
-        })
+        super::process::feed_and_wait(child, stdin).map_err(spawn_error)
     }
 }
 

@@ -3,7 +3,6 @@
 //! argument, and upstream's rendering of xtables errors.
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 
@@ -170,18 +169,8 @@ impl Runner {
             }
             Err((_, e)) => Err(e),
         };
-        let mut child = spawned.map_err(|e| failed(Some(e), None, String::new()))?;
-        // Feed stdin from a second thread: a program that writes before it has read everything
-        // could otherwise block on a full stdout pipe while we block on its full stdin pipe.
-        let output = std::thread::scope(|scope| {
-            if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-                // A write error (the program exited early) shows in its exit status.
-                scope.spawn(move || {
-                    let _ = pipe.write_all(input.as_bytes());
-                });
-            }
-            child.wait_with_output()
-        });
+        let child = spawned.map_err(|e| failed(Some(e), None, String::new()))?;
+        let output = crate::exec::process::feed_and_wait(child, stdin);
         let output = output.map_err(|e| failed(Some(e), None, String::new()))?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if output.status.success() {
