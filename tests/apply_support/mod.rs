@@ -5,7 +5,7 @@
 
 use std::process::Output;
 
-use crate::support::{self, Backend, Netns};
+use crate::support::{self, Backend, Netns, Ran};
 
 /// The sidecar argv with some flags replaced (`("-m", "TPROXY")`) or added (`("--reconcile", "")`
 /// for a bool flag, `("--resolv-conf", "/x")`, always a long flag).
@@ -23,40 +23,50 @@ pub fn sidecar_with(changes: &[(&str, &str)]) -> Vec<String> {
     args
 }
 
-/// How the binary gets its iptables flavour in a test.
+/// Which backend the binary programs in a test: the `legacy`, `nft`, `detected` and `native`
+/// of the kernel tests' per-backend lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Choice {
     /// `--force-iptables-binary legacy|nft`.
     Forced(Backend),
     /// Auto-detection; on a fresh namespace that means nft.
     Detected,
+    /// `--native-nftables`: an nft transaction, no iptables at all.
+    Native,
 }
 
 impl Choice {
-    pub const ALL: [Choice; 3] = [Choice::Forced(Backend::Legacy), Choice::Forced(Backend::Nft), Choice::Detected];
-
-    /// The backend whose `-save` shows the rules.
+    /// The iptables backend whose `-save` shows the rules. Tests that read `-save` output do
+    /// not list `native`, which has none.
     pub fn backend(self) -> Backend {
         match self {
             Choice::Forced(backend) => backend,
             Choice::Detected => Backend::Nft,
+            Choice::Native => panic!("--native-nftables has no iptables backend; this test cannot run on `native`"),
         }
     }
 
-    /// Skips (or fails under `require`) when root, `ip` or the backend's programs are missing.
-    pub fn available(self) -> bool {
+    /// Root, `ip` and the programs this choice runs are installed (a [`support::Skip`]
+    /// otherwise).
+    pub fn available(self) -> Ran {
+        if self == Choice::Native {
+            return support::require_programs(&["nft"]);
+        }
         let backend = self.backend();
         let programs = [backend.save(false), backend.restore(false), backend.save(true), backend.restore(true)];
         let programs: Vec<&str> = programs.iter().map(String::as_str).collect();
-        support::require_programs_or_skip(&programs)
+        support::require_programs(&programs)
     }
 }
 
-/// Runs the binary for real in `ns` with `args` (plus the forced backend, if any).
+/// Runs the binary for real in `ns` with `args` (plus the forced backend or
+/// `--native-nftables`, if any).
 pub fn istio(ns: &Netns, choice: Choice, args: &[String]) -> Output {
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-    if let Choice::Forced(backend) = choice {
-        all.extend(["--force-iptables-binary", backend.name()]);
+    match choice {
+        Choice::Forced(backend) => all.extend(["--force-iptables-binary", backend.name()]),
+        Choice::Native => all.push("--native-nftables"),
+        Choice::Detected => {}
     }
     support::run_istio_iptables(ns, &all)
 }
@@ -100,6 +110,14 @@ pub fn istio_leftovers(ns: &Netns, backend: Backend, ipv6: bool) -> Vec<String> 
 /// Whether a `-save` holds any rule at all.
 pub fn has_any_rule(ns: &Netns, backend: Backend, ipv6: bool) -> bool {
     rules(ns, backend, ipv6).iter().any(|line| line.contains(": -A "))
+}
+
+/// A pod namespace as upstream's tests make it: only `lo`, with one non-loopback address so
+/// that IPv6 detection has something to decide on.
+pub fn pod(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.exec_ok("ip", ["addr", "add", "240.240.240.240/32", "dev", "lo"]);
+    ns
 }
 
 /// Runs `<backend iptables> args` in `ns` and requires success.

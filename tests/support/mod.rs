@@ -13,7 +13,7 @@
 //! * [`Client`]: connections / datagrams sent as a chosen uid/gid;
 //! * netfilter inspection helpers ([`Backend`], [`iptables_save`], ...).
 //!
-//! Tests start with `if !support::require_root_or_skip() { return; }`.
+//! Tests return [`Ran`] and start with their prerequisites: `support::require_root()?;`.
 
 // Each test crate compiles this module separately and uses only a subset of
 // it; without this every crate would warn about the parts it does not use.
@@ -23,6 +23,8 @@ mod client;
 mod listener;
 mod netfilter;
 mod netns;
+#[path = "../common/sidecar_argv.rs"]
+mod sidecar_argv;
 mod sys;
 mod topology;
 
@@ -38,6 +40,7 @@ pub use netfilter::{
     ip_route_list, ip_rule_list, iptables_restore, iptables_save, nft_list_ruleset, normalize_save, Backend,
 };
 pub use netns::Netns;
+pub use sidecar_argv::{sidecar_argv_with, SIDECAR_ARGV};
 pub use topology::{Topology, TopologyOptions, IFACE, PEER_ROUTED_V4, PEER_ROUTED_V6};
 
 /// Environment variable controlling what happens when prerequisites are
@@ -52,32 +55,6 @@ pub const PROXY_UID: u32 = 1337;
 pub const PROXY_GID: u32 = 1337;
 pub const APP_UID: u32 = 1000;
 pub const APP_GID: u32 = 1000;
-
-/// The argv Istio's injection template gives `istio-init` (apply.md §7.1), without the
-/// leading `istio-iptables` word and the logging flag; tests append what they need.
-pub const SIDECAR_ARGV: [&str; 16] = [
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-];
-
-/// The sidecar argv followed by `extra`.
-pub fn sidecar_argv_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    SIDECAR_ARGV.iter().copied().chain(extra.iter().copied()).collect()
-}
 
 /// Environment variable naming another `istio-iptables` to test instead of
 /// the one Cargo built, e.g. Istio's Go binary for differential runs.
@@ -97,38 +74,39 @@ pub fn run_istio_iptables(ns: &Netns, args: &[&str]) -> Output {
     command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"))
 }
 
-/// Returns true when kernel tests can run (root, working `ip netns`).
-///
-/// Otherwise prints `skipping kernel test: <reason>` and returns false, or
-/// panics with the reason when `ISTIO_IPTABLES_KERNEL_TESTS=require`.
-pub fn require_root_or_skip() -> bool {
-    match kernel_support() {
-        Ok(()) => true,
-        Err(reason) => skip_or_fail(reason),
-    }
+/// Why a kernel test could not run. The kernel test runner reports it as `ignored (<reason>)`
+/// instead of a pass; see [`skip`].
+#[derive(Debug)]
+pub struct Skip(pub String);
+
+/// What a kernel test returns: `Ok(())` when it ran (its assertions panic), `Err(Skip)` when
+/// its prerequisites are missing.
+pub type Ran = Result<(), Skip>;
+
+/// Kernel tests can run here (root, working `ip netns`); checked once per test binary.
+pub fn require_root() -> Ran {
+    kernel_support().map_err(skip)
 }
 
-/// Like [`require_root_or_skip`] and additionally requires every program in
-/// `programs` to be installed (e.g. `iptables-nft-restore`).
-pub fn require_programs_or_skip(programs: &[&str]) -> bool {
-    if !require_root_or_skip() {
-        return false;
-    }
+/// Like [`require_root`], and every program in `programs` is installed (e.g.
+/// `iptables-nft-restore`).
+pub fn require_programs(programs: &[&str]) -> Ran {
+    require_root()?;
     match programs.iter().find(|p| find_program(p).is_none()) {
-        None => true,
-        Some(missing) => skip_or_fail(&format!("program `{missing}` not found")),
+        None => Ok(()),
+        Some(missing) => Err(skip(format!("program `{missing}` not found"))),
     }
 }
 
-/// Skips (returns false) or fails the current test, depending on
-/// [`KERNEL_TESTS_ENV`]. Use it for test-specific prerequisites, such as a
-/// netfilter extension the kernel lacks.
-pub fn skip_or_fail(reason: &str) -> bool {
+/// The [`Skip`] for `reason`, or a panic (a failed test) when
+/// `ISTIO_IPTABLES_KERNEL_TESTS=require`. Also for test-specific prerequisites, such as a
+/// netfilter extension the kernel lacks: `return Err(support::skip(...))`.
+pub fn skip(reason: impl Into<String>) -> Skip {
+    let reason = reason.into();
     if env::var(KERNEL_TESTS_ENV).as_deref() == Ok("require") {
         panic!("kernel test prerequisites missing ({KERNEL_TESTS_ENV}=require): {reason}");
     }
-    eprintln!("skipping kernel test: {reason}");
-    false
+    Skip(reason)
 }
 
 /// Looks a program up in `PATH`, plus the sbin directories that are often

@@ -5,14 +5,14 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use predicates::str::contains;
 
-mod support;
+use crate::sidecar_argv::sidecar_argv_with;
 
-/// The binary with a clean environment and IPv6 forced off, so no host state leaks in.
 /// The injected sidecar argv as a dry-run.
 fn sidecar() -> Vec<&'static str> {
-    support::sidecar_argv_with(&["--dry-run"])
+    sidecar_argv_with(&["--dry-run"])
 }
 
+/// The binary with a clean environment and IPv6 forced off, so no host state leaks in.
 fn tool() -> Command {
     let mut cmd = Command::cargo_bin("istio-iptables").expect("binary");
     cmd.env_clear().env("ENABLE_INBOUND_IPV6", "false");

@@ -1,21 +1,20 @@
 //! The real binary applies rules in a throwaway pod namespace (an "app" namespace joined to a
 //! "peer" over a veth pair), and real sockets show where connections land: listeners on 15001
 //! and 15006 read `SO_ORIGINAL_DST` the way Envoy does.
-//!
-//! Needs root; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require (CI).
 
-mod apply_support;
-mod support;
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use apply_support::{istio_ok, rules, sidecar_with, Choice};
-use support::{
+use libtest_mimic::Trial;
+
+use crate::apply_support::{self, istio_ok, rules, sidecar_with, Choice};
+use crate::support::{
     connect_as, Backend, Client, Listener, Topology, TopologyOptions, UdpListener, APP_GID, APP_UID, PEER_ROUTED_V4,
     PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
 };
+use crate::support::{self, Ran};
 
 const OUTBOUND: u16 = 15001;
 const INBOUND: u16 = 15006;
@@ -23,6 +22,21 @@ const HEALTH: u16 = 15021;
 const DNS_AGENT: u16 = 15053;
 const REMOTE: u16 = 8080;
 const APP_PORT: u16 = 9080;
+
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![
+        redirect_sidecar: [legacy, nft, detected],
+        outbound_exclusions: [legacy, nft, native],
+        include_cidr_limits_capture: [detected, native],
+        tproxy: [legacy, nft, native],
+        ipv6_only_pod: [detected, native] => |choice| ipv6_capture(choice, TopologyOptions::ipv6_only(), &[]),
+        dual_stack_pod: [legacy, nft, native] =>
+            |choice| ipv6_capture(choice, TopologyOptions::dual_stack(), &[("--dual-stack", "")]),
+        dns_capture: [detected, native],
+        network_namespace_flag_is_entered: [nft, native],
+    ]
+}
 
 fn any(ipv6: bool) -> IpAddr {
     if ipv6 {
@@ -53,10 +67,8 @@ fn assert_not_rewritten(accepted: &support::Accepted, dst: SocketAddr) {
 }
 
 /// Issue 3 item 8, REDIRECT: the default sidecar argv on one backend.
-fn redirect_sidecar(choice: Choice) {
-    if !choice.available() {
-        return;
-    }
+fn redirect_sidecar(choice: Choice) -> Ran {
+    choice.available()?;
     let net = Topology::new(TopologyOptions::ipv4());
     let (app, peer) = (net.app_ip(), net.peer_ip());
     let outbound = Listener::tcp(&net.app, any(false), OUTBOUND);
@@ -97,28 +109,12 @@ fn redirect_sidecar(choice: Choice) {
     assert_eq!(looped.response, inbound.label());
     inbound.next();
     outbound.assert_idle(Duration::ZERO);
-}
-
-#[test]
-fn redirect_sidecar_legacy() {
-    redirect_sidecar(Choice::Forced(Backend::Legacy));
-}
-
-#[test]
-fn redirect_sidecar_nft() {
-    redirect_sidecar(Choice::Forced(Backend::Nft));
-}
-
-#[test]
-fn redirect_sidecar_detected() {
-    redirect_sidecar(Choice::Detected);
+    Ok(())
 }
 
 /// `-x` and `-o` exclude a CIDR and a port from capture; everything else is still captured.
-fn outbound_exclusions(choice: Choice) {
-    if !choice.available() {
-        return;
-    }
+fn outbound_exclusions(choice: Choice) -> Ran {
+    choice.available()?;
     let net = Topology::new(TopologyOptions::ipv4());
     let peer = net.peer_ip();
     // A second peer address, to be excluded by CIDR.
@@ -132,40 +128,26 @@ fn outbound_exclusions(choice: Choice) {
     assert_direct(&net, &remote, APP_UID, APP_GID, SocketAddr::new(excluded_peer, REMOTE));
     assert_captured(&net, &outbound, APP_UID, APP_GID, SocketAddr::new(peer, REMOTE));
     assert_direct(&net, &other_port, APP_UID, APP_GID, SocketAddr::new(peer, REMOTE + 1));
-}
-
-#[test]
-fn outbound_exclusions_legacy() {
-    outbound_exclusions(Choice::Forced(Backend::Legacy));
-}
-
-#[test]
-fn outbound_exclusions_nft() {
-    outbound_exclusions(Choice::Forced(Backend::Nft));
+    Ok(())
 }
 
 /// `-i` limited to one CIDR: only destinations inside it are captured.
-#[test]
-fn include_cidr_limits_capture() {
-    let choice = Choice::Detected;
-    if !choice.available() {
-        return;
-    }
+fn include_cidr_limits_capture(choice: Choice) -> Ran {
+    choice.available()?;
     let net = Topology::new(TopologyOptions::ipv4());
     let outbound = Listener::tcp(&net.app, any(false), OUTBOUND);
     let remote = Listener::tcp(&net.peer, any(false), REMOTE);
     istio_ok(&net.app, choice, &sidecar_with(&[("-i", "10.248.1.0/24")]));
     assert_direct(&net, &remote, APP_UID, APP_GID, SocketAddr::new(net.peer_ip(), REMOTE));
     assert_captured(&net, &outbound, APP_UID, APP_GID, SocketAddr::new(PEER_ROUTED_V4.into(), REMOTE));
+    Ok(())
 }
 
 /// TPROXY: inbound connections reach a transparent listener on 15006 that sees the original
 /// destination as its own address, even one the pod does not own; the policy routing exists
 /// once however often the binary runs.
-fn tproxy(choice: Choice) {
-    if !choice.available() {
-        return;
-    }
+fn tproxy(choice: Choice) -> Ran {
+    choice.available()?;
     let net = Topology::new(TopologyOptions::ipv4());
     let inbound = Listener::tcp_transparent(&net.app, any(false), INBOUND);
     let args = sidecar_with(&[("-m", "TPROXY")]);
@@ -183,23 +165,12 @@ fn tproxy(choice: Choice) {
     assert_eq!(rules.matches("fwmark 0x539 lookup 133").count(), 1, "{rules}");
     let routes = support::ip_route_list(&net.app, false, "133");
     assert_eq!(routes.matches("local default dev lo").count(), 1, "{routes}");
-}
-
-#[test]
-fn tproxy_legacy() {
-    tproxy(Choice::Forced(Backend::Legacy));
-}
-
-#[test]
-fn tproxy_nft() {
-    tproxy(Choice::Forced(Backend::Nft));
+    Ok(())
 }
 
 /// Outbound and inbound capture over IPv6, and `::6` on `lo`.
-fn ipv6_capture(choice: Choice, options: TopologyOptions, extra: &[(&str, &str)]) {
-    if !choice.available() {
-        return;
-    }
+fn ipv6_capture(choice: Choice, options: TopologyOptions, extra: &[(&str, &str)]) -> Ran {
+    choice.available()?;
     let net = Topology::new(options);
     let (app, peer) = (net.app_ip_v6(), net.peer_ip_v6());
     let outbound = Listener::tcp(&net.app, any(true), OUTBOUND);
@@ -215,31 +186,13 @@ fn ipv6_capture(choice: Choice, options: TopologyOptions, extra: &[(&str, &str)]
     assert_eq!(inbound.next().original_dst, Some(SocketAddr::new(app, APP_PORT)));
     let addresses = net.app.exec_ok("ip", ["-6", "addr", "show", "dev", "lo"]);
     assert!(addresses.contains("inet6 ::6/128"), "{addresses}");
-}
-
-#[test]
-fn ipv6_only_pod() {
-    ipv6_capture(Choice::Detected, TopologyOptions::ipv6_only(), &[]);
-}
-
-#[test]
-fn dual_stack_pod_nft() {
-    ipv6_capture(Choice::Forced(Backend::Nft), TopologyOptions::dual_stack(), &[("--dual-stack", "")]);
-}
-
-#[test]
-fn dual_stack_pod_legacy() {
-    ipv6_capture(Choice::Forced(Backend::Legacy), TopologyOptions::dual_stack(), &[("--dual-stack", "")]);
+    Ok(())
 }
 
 /// `--redirect-dns` with a resolv.conf server: the app's UDP and TCP queries go to the agent
 /// on 15053; the proxy's own queries reach the server.
-#[test]
-fn dns_capture() {
-    let choice = Choice::Detected;
-    if !choice.available() {
-        return;
-    }
+fn dns_capture(choice: Choice) -> Ran {
+    choice.available()?;
     let net = Topology::new(TopologyOptions::ipv4());
     let server = net.peer_ip();
     let mut resolv = tempfile::NamedTempFile::new().expect("temp resolv.conf");
@@ -264,16 +217,13 @@ fn dns_capture() {
     udp(PROXY_UID, PROXY_GID).expect("proxy UDP query");
     assert_eq!(upstream_dns.next().dst, Some(SocketAddr::new(server, 53)));
     agent_udp.assert_idle(Duration::ZERO);
+    Ok(())
 }
 
 /// `--network-namespace` is entered: started in another throwaway namespace, the binary
 /// programs the named one, and the one it started in stays empty.
-#[test]
-fn network_namespace_flag_is_entered() {
-    let choice = Choice::Forced(Backend::Nft);
-    if !choice.available() {
-        return;
-    }
+fn network_namespace_flag_is_entered(choice: Choice) -> Ran {
+    choice.available()?;
     let net = Topology::new(TopologyOptions::ipv4());
     let start = support::Netns::new("start");
     let outbound = Listener::tcp(&net.app, any(false), OUTBOUND);
@@ -282,4 +232,5 @@ fn network_namespace_flag_is_entered() {
     assert_captured(&net, &outbound, APP_UID, APP_GID, SocketAddr::new(net.peer_ip(), REMOTE));
     assert!(!apply_support::has_any_rule(&start, Backend::Nft, false));
     assert!(!apply_support::has_any_rule(&start, Backend::Legacy, false));
+    Ok(())
 }

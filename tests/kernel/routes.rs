@@ -2,11 +2,16 @@
 //! already configured, so look-alike rules a pod may have cannot stop ours from being added.
 //! Runs the real binary in throwaway namespaces; needs root.
 
-mod apply_support;
-mod support;
 
-use apply_support::{istio_ok, sidecar_with, Choice};
-use support::{Topology, TopologyOptions};
+use libtest_mimic::Trial;
+
+use crate::apply_support::{istio_ok, sidecar_with, Choice};
+use crate::support::{self, Ran, Topology, TopologyOptions};
+
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![look_alike_rules_do_not_count_as_the_tproxy_rule: [nft]]
+}
 
 /// `ip rule` lines that send mark 1337 (0x539) to table 133, without `not` or other selectors.
 fn plain_mark_rules(rules: &str) -> usize {
@@ -16,12 +21,8 @@ fn plain_mark_rules(rules: &str) -> usize {
         .count()
 }
 
-#[test]
-fn look_alike_rules_do_not_count_as_the_tproxy_rule() {
-    let choice = Choice::Forced(support::Backend::Nft);
-    if !support::require_root_or_skip() || !choice.available() {
-        return;
-    }
+fn look_alike_rules_do_not_count_as_the_tproxy_rule(choice: Choice) -> Ran {
+    choice.available()?;
     let net = Topology::new(TopologyOptions::ipv4());
     for look_alike in [
         &["not", "fwmark", "1337", "lookup", "133"][..],
@@ -36,4 +37,5 @@ fn look_alike_rules_do_not_count_as_the_tproxy_rule() {
     let rules = support::ip_rule_list(&net.app, false);
     assert_eq!(plain_mark_rules(&rules), 1, "exactly one real TPROXY rule after two runs:\n{rules}");
     assert!(rules.contains("not from all fwmark 0x539 lookup 133"), "the pod's own rule stays:\n{rules}");
+    Ok(())
 }

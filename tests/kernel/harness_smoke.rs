@@ -1,24 +1,44 @@
 //! Proves the kernel test harness (tests/support) against hand-written
 //! rules, independently of the istio-iptables binary: if these fail, the
 //! harness or the machine is at fault, not the rules generator.
-//!
-//! Needs root; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require.
 
-mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use support::{
+use libtest_mimic::Trial;
+
+use crate::support::{
     connect_as, send_udp_as, Backend, Client, Listener, Netns, Topology, TopologyOptions, UdpListener, APP_GID,
     APP_UID, PEER_ROUTED_V4, PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
 };
+use crate::apply_support::Choice;
+use crate::support::{self, Ran};
 
 const OUTBOUND_PORT: u16 = 15001;
 const INBOUND_PORT: u16 = 15006;
 const DNS_PORT: u16 = 15053;
 const REMOTE_PORT: u16 = 8080;
 const APP_PORT: u16 = 9080;
+
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![
+        netns_is_deleted_on_drop,
+        run_as_switches_only_the_worker_thread,
+        command_as_runs_in_the_namespace_as_the_user,
+        redirect_capture_v4: [legacy, nft] => |choice: Choice| redirect_capture(choice.backend(), false),
+        redirect_capture_v6: [legacy, nft] => |choice: Choice| redirect_capture(choice.backend(), true),
+        dns_capture_v4: [legacy, nft] => |choice: Choice| dns_capture(choice.backend(), false),
+        dns_capture_v6: [nft] => |choice: Choice| dns_capture(choice.backend(), true),
+        tproxy_capture_v4: [legacy, nft] => |choice: Choice| tproxy_capture(choice.backend(), false),
+        tproxy_capture_v6: [nft] => |choice: Choice| tproxy_capture(choice.backend(), true),
+        client_can_bind_a_source_address,
+        refused_connections_are_reported,
+        connect_timeouts_are_reported,
+        dual_stack_topology_reaches_the_peer_over_both_families,
+    ]
+}
 
 /// Sidecar-style capture: everything the app (not the proxy) sends goes to
 /// 15001, inbound traffic to the app port goes to 15006.
@@ -53,19 +73,16 @@ fn topology(ipv6: bool) -> Topology {
     Topology::new(if ipv6 { TopologyOptions::ipv6_only() } else { TopologyOptions::ipv4() })
 }
 
-fn require(backend: Backend, ipv6: bool) -> bool {
-    support::require_programs_or_skip(&[&backend.restore(ipv6), &backend.save(ipv6)])
+fn require(backend: Backend, ipv6: bool) -> Ran {
+    support::require_programs(&[&backend.restore(ipv6), &backend.save(ipv6)])
 }
 
 fn restore(ns: &Netns, backend: Backend, ipv6: bool, script: &str) {
     support::iptables_restore(ns, &backend.restore(ipv6), script).unwrap_or_else(|e| panic!("{e}"));
 }
 
-#[test]
-fn netns_is_deleted_on_drop() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn netns_is_deleted_on_drop() -> Ran {
+    support::require_root()?;
     let ns = Netns::new("drop");
     let name = ns.name().to_owned();
     assert!(ns.path().exists());
@@ -73,13 +90,11 @@ fn netns_is_deleted_on_drop() {
     let listed = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(!listed.lines().any(|line| line.split_whitespace().next() == Some(&name)), "{listed}");
+    Ok(())
 }
 
-#[test]
-fn run_as_switches_only_the_worker_thread() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn run_as_switches_only_the_worker_thread() -> Ran {
+    support::require_root()?;
     let ns = Netns::new("creds");
     let (uid, gid, groups) = ns.run_as(APP_UID, APP_GID, || {
         (nix::unistd::getuid(), nix::unistd::getgid(), nix::unistd::getgroups().expect("getgroups"))
@@ -87,13 +102,11 @@ fn run_as_switches_only_the_worker_thread() {
     assert_eq!((uid.as_raw(), gid.as_raw()), (APP_UID, APP_GID));
     assert!(groups.is_empty(), "supplementary groups kept: {groups:?}");
     assert!(nix::unistd::getuid().is_root(), "the test thread must stay root");
+    Ok(())
 }
 
-#[test]
-fn command_as_runs_in_the_namespace_as_the_user() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn command_as_runs_in_the_namespace_as_the_user() -> Ran {
+    support::require_root()?;
     let net = topology(false);
     let run = |program: &str, args: &[&str]| {
         let output = net.app.command_as(APP_UID, APP_GID, program).args(args).output().expect("spawn");
@@ -103,12 +116,11 @@ fn command_as_runs_in_the_namespace_as_the_user() {
     assert_eq!(run("id", &["-u"]), APP_UID.to_string());
     assert_eq!(run("id", &["-G"]), APP_GID.to_string(), "only the primary group");
     assert!(run("ip", &["-4", "-br", "addr"]).contains("10.248.0.1/24"), "not inside the app netns");
+    Ok(())
 }
 
-fn redirect_capture(backend: Backend, ipv6: bool) {
-    if !require(backend, ipv6) {
-        return;
-    }
+fn redirect_capture(backend: Backend, ipv6: bool) -> Ran {
+    require(backend, ipv6)?;
     let net = topology(ipv6);
     let (app_ip, peer_ip) = (net.app_ip(), net.peer_ip());
     let any = unspecified(ipv6);
@@ -144,32 +156,11 @@ fn redirect_capture(backend: Backend, ipv6: bool) {
     assert_eq!(accepted.original_dst, Some(SocketAddr::new(app_ip, APP_PORT)));
     assert_eq!(accepted.peer.ip(), peer_ip);
     outbound.assert_idle(Duration::ZERO);
+    Ok(())
 }
 
-#[test]
-fn redirect_capture_v4_legacy() {
-    redirect_capture(Backend::Legacy, false);
-}
-
-#[test]
-fn redirect_capture_v4_nft() {
-    redirect_capture(Backend::Nft, false);
-}
-
-#[test]
-fn redirect_capture_v6_legacy() {
-    redirect_capture(Backend::Legacy, true);
-}
-
-#[test]
-fn redirect_capture_v6_nft() {
-    redirect_capture(Backend::Nft, true);
-}
-
-fn dns_capture(backend: Backend, ipv6: bool) {
-    if !require(backend, ipv6) {
-        return;
-    }
+fn dns_capture(backend: Backend, ipv6: bool) -> Ran {
+    require(backend, ipv6)?;
     let net = topology(ipv6);
     let peer_ip = net.peer_ip();
     let loopback: IpAddr = if ipv6 { Ipv6Addr::LOCALHOST.into() } else { Ipv4Addr::LOCALHOST.into() };
@@ -192,36 +183,19 @@ fn dns_capture(backend: Backend, ipv6: bool) {
     let proxy = send_udp_as(&net.app, PROXY_UID, PROXY_GID, (peer_ip, 53)).expect("proxy query");
     assert_eq!(proxy.response.as_deref(), Some(resolver.label()));
     assert_eq!(resolver.next().dst, Some(SocketAddr::new(peer_ip, 53)));
-}
-
-#[test]
-fn dns_capture_v4_legacy() {
-    dns_capture(Backend::Legacy, false);
-}
-
-#[test]
-fn dns_capture_v4_nft() {
-    dns_capture(Backend::Nft, false);
-}
-
-#[test]
-fn dns_capture_v6_nft() {
-    dns_capture(Backend::Nft, true);
+    Ok(())
 }
 
 /// TPROXY delivers to a transparent listener without rewriting the
 /// destination, so even a destination the app does not own shows up as the
 /// accepted socket's local address.
-fn tproxy_capture(backend: Backend, ipv6: bool) {
-    if !require(backend, ipv6) {
-        return;
-    }
+fn tproxy_capture(backend: Backend, ipv6: bool) -> Ran {
+    require(backend, ipv6)?;
     let net = topology(ipv6);
     let family = if ipv6 { "-6" } else { "-4" };
     let inbound = Listener::tcp_transparent(&net.app, unspecified(ipv6), INBOUND_PORT);
     if let Err(e) = support::iptables_restore(&net.app, &backend.restore(ipv6), TPROXY_RULES) {
-        support::skip_or_fail(&format!("TPROXY unavailable: {e}"));
-        return;
+        return Err(support::skip(format!("TPROXY unavailable: {e}")));
     }
     // Marked packets are routed to the local stack whatever their
     // destination.
@@ -238,29 +212,12 @@ fn tproxy_capture(backend: Backend, ipv6: bool) {
         assert_eq!(accepted.peer.ip(), net.peer_ip());
         assert_eq!(accepted.original_dst, None, "TPROXY does not NAT");
     }
-}
-
-#[test]
-fn tproxy_capture_v4_legacy() {
-    tproxy_capture(Backend::Legacy, false);
-}
-
-#[test]
-fn tproxy_capture_v4_nft() {
-    tproxy_capture(Backend::Nft, false);
-}
-
-#[test]
-fn tproxy_capture_v6_nft() {
-    tproxy_capture(Backend::Nft, true);
+    Ok(())
 }
 
 /// Envoy's inbound passthrough connects to the app from 127.0.0.6.
-#[test]
-fn client_can_bind_a_source_address() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn client_can_bind_a_source_address() -> Ran {
+    support::require_root()?;
     let net = topology(false);
     let app_ip = net.app_ip();
     let server = Listener::tcp(&net.app, app_ip, APP_PORT);
@@ -272,24 +229,20 @@ fn client_can_bind_a_source_address() {
         .expect("connect from 127.0.0.6");
     assert_eq!(exchange.local.ip(), source);
     assert_eq!(server.next().peer.ip(), source);
+    Ok(())
 }
 
-#[test]
-fn refused_connections_are_reported() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn refused_connections_are_reported() -> Ran {
+    support::require_root()?;
     let net = topology(false);
     let error =
         connect_as(&net.app, APP_UID, APP_GID, (net.peer_ip(), REMOTE_PORT)).expect_err("nothing listens on the peer");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+    Ok(())
 }
 
-#[test]
-fn connect_timeouts_are_reported() {
-    if !require(Backend::Nft, false) {
-        return;
-    }
+fn connect_timeouts_are_reported() -> Ran {
+    require(Backend::Nft, false)?;
     let net = topology(false);
     let drop_rules = "*filter\n-A INPUT -p tcp --dport 8080 -j DROP\nCOMMIT\n";
     restore(&net.peer, Backend::Nft, false, drop_rules);
@@ -298,13 +251,11 @@ fn connect_timeouts_are_reported() {
         .tcp((net.peer_ip(), REMOTE_PORT))
         .expect_err("the peer drops SYNs");
     assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+    Ok(())
 }
 
-#[test]
-fn dual_stack_topology_reaches_the_peer_over_both_families() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn dual_stack_topology_reaches_the_peer_over_both_families() -> Ran {
+    support::require_root()?;
     let net = Topology::new(TopologyOptions::dual_stack());
     for (listen, dst) in [(unspecified(false), net.peer_ip()), (unspecified(true), net.peer_ip_v6())] {
         let server = Listener::tcp(&net.peer, listen, REMOTE_PORT);
@@ -312,4 +263,5 @@ fn dual_stack_topology_reaches_the_peer_over_both_families() {
         assert_eq!(exchange.response, server.label());
         assert_eq!(server.next().local, SocketAddr::new(dst, REMOTE_PORT));
     }
+    Ok(())
 }

@@ -2,18 +2,25 @@
 //! budget of issue 3 item 9 (≤ 4 on a fresh pod, ≤ 3 on a rerun with nothing to change; here 1
 //! and 2) and the
 //! lock arguments (`--wait=30` for legacy, the pod-scoped `XTABLES_LOCKFILE` in CNI mode).
-//!
-//! Needs root; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require (CI).
 
-mod apply_support;
-mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use apply_support::{sidecar_with, Choice};
-use support::{Backend, Netns};
+use libtest_mimic::Trial;
+
+use crate::apply_support::{self, pod, sidecar_with, Choice};
+use crate::support::{self, Backend, Netns, Ran};
+
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![
+        fresh_apply_and_noop_rerun_stay_within_the_process_budget,
+        cni_mode_locks_legacy_writes_per_pod,
+        failed_ipv6_reconcile_rolls_back_ipv4_and_disarms_guardrails,
+    ]
+}
 
 /// A PATH directory where every iptables program is a script that appends
 /// `<name> <args> lock=<XTABLES_LOCKFILE>` to `calls`, and whether it sees an empty
@@ -70,17 +77,8 @@ impl Wrappers {
     }
 }
 
-fn pod(tag: &str) -> Netns {
-    let ns = Netns::new(tag);
-    ns.exec_ok("ip", ["addr", "add", "240.240.240.240/32", "dev", "lo"]);
-    ns
-}
-
-#[test]
-fn fresh_apply_and_noop_rerun_stay_within_the_process_budget() {
-    if !Choice::Detected.available() {
-        return;
-    }
+fn fresh_apply_and_noop_rerun_stay_within_the_process_budget() -> Ran {
+    Choice::Detected.available()?;
     let wrappers = Wrappers::new();
     let ns = pod("budget");
     let args = sidecar_with(&[]);
@@ -91,16 +89,14 @@ fn fresh_apply_and_noop_rerun_stay_within_the_process_budget() {
     // The state, then all `-C` checks in one restore; the final state is the one just read.
     let rerun = wrappers.run(&ns, &args);
     assert_eq!(rerun, vec!["iptables-nft-save  lock=", "iptables-nft-restore --noflush lock="]);
+    Ok(())
 }
 
 /// `--cni-mode`: legacy writes take the pod's lock (its namespace file) and every command runs
 /// with an empty `/etc/nsswitch.conf`, as upstream's sandbox does.
-#[test]
-fn cni_mode_locks_legacy_writes_per_pod() {
+fn cni_mode_locks_legacy_writes_per_pod() -> Ran {
     let choice = Choice::Forced(Backend::Legacy);
-    if !choice.available() {
-        return;
-    }
+    choice.available()?;
     let wrappers = Wrappers::new();
     let ns = pod("cnilock");
     let netns_path = ns.path().to_string_lossy().into_owned();
@@ -119,6 +115,7 @@ fn cni_mode_locks_legacy_writes_per_pod() {
     let nss = fs::read_to_string(wrappers.path().join("nss")).expect("nss log");
     assert!(!nss.is_empty() && nss.lines().all(|line| line == "empty"), "{nss}");
     assert!(fs::metadata("/etc/nsswitch.conf").is_ok_and(|m| m.len() > 0), "the sandbox was not put to the test");
+    Ok(())
 }
 
 /// An IPv6 restore that commits its first block (the guardrails) and then fails, as a restore
@@ -140,12 +137,9 @@ fn failing_ip6tables_restore(dir: &Path) {
 /// A reconcile whose IPv6 restore fails after IPv4 succeeded: the guardrails armed for IPv6 are
 /// removed, neither family keeps any Istio rule (all or nothing: the init container fails and
 /// its retry starts from a clean pod), and the error names the IPv6 step.
-#[test]
-fn failed_ipv6_reconcile_rolls_back_ipv4_and_disarms_guardrails() {
+fn failed_ipv6_reconcile_rolls_back_ipv4_and_disarms_guardrails() -> Ran {
     let choice = Choice::Forced(Backend::Nft);
-    if !choice.available() {
-        return;
-    }
+    choice.available()?;
     let ns = pod("v6fail");
     let dual = |extra: &[(&str, &str)]| {
         let mut changes = vec![("--enable-inbound-ipv6", "true"), ("--force-iptables-binary", "nft")];
@@ -175,4 +169,5 @@ fn failed_ipv6_reconcile_rolls_back_ipv4_and_disarms_guardrails() {
     for ipv6 in [false, true] {
         assert_eq!(apply_support::istio_leftovers(&ns, Backend::Nft, ipv6), Vec::<String>::new(), "IPv6: {ipv6}");
     }
+    Ok(())
 }

@@ -1,18 +1,18 @@
 //! `--native-nftables` applied for real, in namespaces these tests create and delete: real
 //! traffic lands where the iptables backend sends it, reruns are exact, cleanup leaves nothing.
-//!
-//! Needs root and `nft`; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require.
 
-mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Output;
 use std::time::Duration;
 
-use support::{
+use libtest_mimic::Trial;
+
+use crate::support::{
     connect_as, send_udp_as, Client, Listener, Netns, Topology, TopologyOptions, UdpListener, APP_GID, APP_UID,
     PEER_ROUTED_V4, PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
 };
+use crate::support::{self, Ran};
 
 /// Enough to find `nft` and `ip`; nothing else from the test's environment leaks in.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -24,13 +24,34 @@ const STATUS_PORT: u16 = 15021;
 const REMOTE_PORT: u16 = 80;
 const APP_PORT: u16 = 8080;
 
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![
+        redirect_sidecar_captures_outbound_and_inbound,
+        outbound_exclusions_and_limited_include_bypass_capture,
+        tproxy_inbound_reaches_a_transparent_listener_v4 => || tproxy(false),
+        tproxy_inbound_reaches_a_transparent_listener_v6 => || tproxy(true),
+        ipv6_only_pod_captures_over_ipv6 => || ipv6_capture(TopologyOptions::ipv6_only(), &[]),
+        dual_stack_pod_captures_over_ipv6 => || ipv6_capture(TopologyOptions::dual_stack(), &["--dual-stack"]),
+        ipv6_traffic_is_left_alone_when_ipv6_is_off,
+        dns_to_the_resolver_goes_to_the_agent,
+        rerun_with_the_same_configuration_changes_nothing,
+        changed_configuration_leaves_exactly_the_new_ruleset,
+        cleanup_only_removes_every_istio_table_and_is_idempotent,
+        failed_apply_keeps_the_previous_ruleset_and_reports_nft_stderr,
+        missing_nft_says_what_to_install,
+        dry_run_prints_and_applies_nothing,
+        network_namespace_flag_programs_that_namespace,
+    ]
+}
+
 /// The injected sidecar argv (the gid defaults to the uid, 1337).
 fn sidecar() -> Vec<&'static str> {
     support::SIDECAR_ARGV.to_vec()
 }
 
-fn require_nft() -> bool {
-    support::require_programs_or_skip(&["nft"])
+fn require_nft() -> Ran {
+    support::require_programs(&["nft"])
 }
 
 /// One run of the binary inside `ns` with a clean environment plus `env`.
@@ -106,11 +127,8 @@ fn assert_inbound_captured(net: &Topology, inbound: &Listener, app_ip: IpAddr) {
     assert_eq!(inbound.next().original_dst, Some(original));
 }
 
-#[test]
-fn redirect_sidecar_captures_outbound_and_inbound() {
-    if !require_nft() {
-        return;
-    }
+fn redirect_sidecar_captures_outbound_and_inbound() -> Ran {
+    require_nft()?;
     let net = Topology::new(TopologyOptions::ipv4());
     let (app_ip, peer_ip) = (net.app_ip(), net.peer_ip());
     let outbound = Listener::tcp(&net.app, any(false), OUTBOUND_PORT);
@@ -140,13 +158,11 @@ fn redirect_sidecar_captures_outbound_and_inbound() {
 
     outbound.assert_idle(Duration::ZERO);
     inbound.assert_idle(Duration::ZERO);
+    Ok(())
 }
 
-#[test]
-fn outbound_exclusions_and_limited_include_bypass_capture() {
-    if !require_nft() {
-        return;
-    }
+fn outbound_exclusions_and_limited_include_bypass_capture() -> Ran {
+    require_nft()?;
     let net = Topology::new(TopologyOptions::ipv4());
     let peer_ip = net.peer_ip();
     let outbound = Listener::tcp(&net.app, any(false), OUTBOUND_PORT);
@@ -172,19 +188,17 @@ fn outbound_exclusions_and_limited_include_bypass_capture() {
     assert_eq!(captured.response, outbound.label());
     assert_eq!(outbound.next().original_dst, Some(included));
     outbound.assert_idle(Duration::ZERO);
+    Ok(())
 }
 
-fn tproxy(ipv6_only: bool) {
-    if !require_nft() {
-        return;
-    }
+fn tproxy(ipv6_only: bool) -> Ran {
+    require_nft()?;
     let net = Topology::new(if ipv6_only { TopologyOptions::ipv6_only() } else { TopologyOptions::ipv4() });
     let inbound = Listener::tcp_transparent(&net.app, any(ipv6_only), INBOUND_PORT);
     let argv = ["-u", "1337", "-g", "1337", "-m", "TPROXY", "-i", "*", "-b", "*"];
     let first = run(&net.app, &argv, &[]);
     if !first.status.success() && String::from_utf8_lossy(&first.stderr).contains("tproxy") {
-        support::skip_or_fail(&format!("nft tproxy unavailable: {}", String::from_utf8_lossy(&first.stderr)));
-        return;
+        return Err(support::skip(format!("nft tproxy unavailable: {}", String::from_utf8_lossy(&first.stderr))));
     }
     apply(&net.app, &argv, &[]);
 
@@ -204,23 +218,12 @@ fn tproxy(ipv6_only: bool) {
         assert_eq!(accepted.local, SocketAddr::new(dst, APP_PORT));
         assert_eq!(accepted.peer.ip(), net.peer_ip());
     }
-}
-
-#[test]
-fn tproxy_inbound_reaches_a_transparent_listener_v4() {
-    tproxy(false);
-}
-
-#[test]
-fn tproxy_inbound_reaches_a_transparent_listener_v6() {
-    tproxy(true);
+    Ok(())
 }
 
 /// With IPv6 on (detected: first address IPv6, or `--dual-stack`), capture works over IPv6.
-fn ipv6_capture(options: TopologyOptions, extra: &[&str]) {
-    if !require_nft() {
-        return;
-    }
+fn ipv6_capture(options: TopologyOptions, extra: &[&str]) -> Ran {
+    require_nft()?;
     let net = Topology::new(options);
     let (app_v6, peer_v6) = (net.app_ip_v6(), net.peer_ip_v6());
     let outbound = Listener::tcp(&net.app, any(true), OUTBOUND_PORT);
@@ -232,26 +235,14 @@ fn ipv6_capture(options: TopologyOptions, extra: &[&str]) {
     assert_inbound_captured(&net, &inbound, app_v6);
     let lo = net.app.exec_ok("ip", ["-6", "addr", "show", "dev", "lo"]);
     assert!(lo.contains("inet6 ::6/128"), "{lo}");
-}
-
-#[test]
-fn ipv6_only_pod_captures_over_ipv6() {
-    ipv6_capture(TopologyOptions::ipv6_only(), &[]);
-}
-
-#[test]
-fn dual_stack_pod_captures_over_ipv6() {
-    ipv6_capture(TopologyOptions::dual_stack(), &["--dual-stack"]);
+    Ok(())
 }
 
 /// Upstream's rules without an address match IPv6 too, so with IPv6 off it redirects IPv6 to
 /// ports Envoy may not listen on. Like the iptables backend (which leaves ip6tables alone),
 /// IPv6 must flow untouched while IPv4 is captured.
-#[test]
-fn ipv6_traffic_is_left_alone_when_ipv6_is_off() {
-    if !require_nft() {
-        return;
-    }
+fn ipv6_traffic_is_left_alone_when_ipv6_is_off() -> Ran {
+    require_nft()?;
     let net = Topology::new(TopologyOptions::dual_stack());
     let (app_v6, peer_v6) = (net.app_ip_v6(), net.peer_ip_v6());
     let outbound_v4 = Listener::tcp(&net.app, any(false), OUTBOUND_PORT);
@@ -275,13 +266,11 @@ fn ipv6_traffic_is_left_alone_when_ipv6_is_off() {
 
     assert_outbound_captured(&net, &outbound_v4, &remote_v4, net.peer_ip());
     assert_inbound_captured(&net, &inbound_v4, net.app_ip());
+    Ok(())
 }
 
-#[test]
-fn dns_to_the_resolver_goes_to_the_agent() {
-    if !require_nft() {
-        return;
-    }
+fn dns_to_the_resolver_goes_to_the_agent() -> Ran {
+    require_nft()?;
     let net = Topology::new(TopologyOptions::ipv4());
     let peer_ip = net.peer_ip();
     let resolv_conf = tempfile::NamedTempFile::new().expect("temp resolv.conf");
@@ -308,6 +297,7 @@ fn dns_to_the_resolver_goes_to_the_agent() {
 
     let upstream = send_udp_as(&net.app, PROXY_UID, PROXY_GID, (peer_ip, 53)).expect("agent's own query");
     assert_eq!(upstream.response.as_deref(), Some(resolver_udp.label()), "the agent's own query was captured");
+    Ok(())
 }
 
 /// Configurations that between them use every table, both base chains of each, inserts,
@@ -335,11 +325,8 @@ fn dns_resolv_conf() -> (tempfile::NamedTempFile, String) {
     (file, path)
 }
 
-#[test]
-fn rerun_with_the_same_configuration_changes_nothing() {
-    if !require_nft() {
-        return;
-    }
+fn rerun_with_the_same_configuration_changes_nothing() -> Ran {
+    require_nft()?;
     let (_guard, resolv_conf) = dns_resolv_conf();
     for (argv, env) in configurations(&resolv_conf) {
         let ns = bare_netns("rerun");
@@ -349,15 +336,13 @@ fn rerun_with_the_same_configuration_changes_nothing() {
         apply(&ns, &argv, &env);
         assert_eq!(ruleset(&ns), first, "rerun of {argv:?} changed the ruleset");
     }
+    Ok(())
 }
 
 /// A new configuration leaves exactly what it would leave in a fresh namespace: no table,
 /// chain or rule of the old one (upstream keeps unused tables and emptied chains).
-#[test]
-fn changed_configuration_leaves_exactly_the_new_ruleset() {
-    if !require_nft() {
-        return;
-    }
+fn changed_configuration_leaves_exactly_the_new_ruleset() -> Ran {
+    require_nft()?;
     let (_guard, resolv_conf) = dns_resolv_conf();
     let configurations = configurations(&resolv_conf);
     for (old_argv, old_env) in &configurations {
@@ -370,13 +355,11 @@ fn changed_configuration_leaves_exactly_the_new_ruleset() {
             assert_eq!(ruleset(&changed), ruleset(&fresh), "{old_argv:?} then {new_argv:?}");
         }
     }
+    Ok(())
 }
 
-#[test]
-fn cleanup_only_removes_every_istio_table_and_is_idempotent() {
-    if !require_nft() {
-        return;
-    }
+fn cleanup_only_removes_every_istio_table_and_is_idempotent() -> Ran {
+    require_nft()?;
     let (_guard, resolv_conf) = dns_resolv_conf();
     let ns = bare_netns("cleanup");
     // Something that is not ours must survive.
@@ -389,13 +372,11 @@ fn cleanup_only_removes_every_istio_table_and_is_idempotent() {
         apply(&ns, &["--cleanup-only"], &[("ENABLE_INBOUND_IPV6", "false")]);
         assert_eq!(rules(&ns), "table inet other {\n}\n");
     }
+    Ok(())
 }
 
-#[test]
-fn failed_apply_keeps_the_previous_ruleset_and_reports_nft_stderr() {
-    if !require_nft() {
-        return;
-    }
+fn failed_apply_keeps_the_previous_ruleset_and_reports_nft_stderr() -> Ran {
+    require_nft()?;
     let ns = bare_netns("failed");
     let env = [("ENABLE_INBOUND_IPV6", "false")];
     apply(&ns, &sidecar(), &env);
@@ -405,13 +386,11 @@ fn failed_apply_keeps_the_previous_ruleset_and_reports_nft_stderr() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("nftables run failed: ") && stderr.contains("no-such-group-xyz"), "{stderr}");
     assert_eq!(ruleset(&ns), before, "a failed transaction changed the ruleset");
+    Ok(())
 }
 
-#[test]
-fn missing_nft_says_what_to_install() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn missing_nft_says_what_to_install() -> Ran {
+    support::require_root()?;
     let ns = bare_netns("nonft");
     // `env` sets the empty PATH after `ip netns exec` has been found and has run.
     let mut command = ns.command("/usr/bin/env");
@@ -422,27 +401,23 @@ fn missing_nft_says_what_to_install() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("the nft binary is missing in the sidecar container image"), "{stderr}");
     assert!(stderr.contains("install the nftables package"), "{stderr}");
+    Ok(())
 }
 
-#[test]
-fn dry_run_prints_and_applies_nothing() {
-    if !require_nft() {
-        return;
-    }
+fn dry_run_prints_and_applies_nothing() -> Ran {
+    require_nft()?;
     let ns = bare_netns("dryrun");
     let output = run(&ns, &args(&sidecar(), &["-n"]), &[("ENABLE_INBOUND_IPV6", "false")]);
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("add table inet istio-proxy-nat\n"));
     assert_eq!(rules(&ns), "");
+    Ok(())
 }
 
 /// `--network-namespace` programs the named namespace, not the one the tool started in. The
 /// tool starts in a scratch namespace so that a broken switch could not touch the host.
-#[test]
-fn network_namespace_flag_programs_that_namespace() {
-    if !require_nft() {
-        return;
-    }
+fn network_namespace_flag_programs_that_namespace() -> Ran {
+    require_nft()?;
     let started_in = bare_netns("start");
     let target = bare_netns("target");
     let target_path = target.path().to_string_lossy().into_owned();
@@ -451,4 +426,5 @@ fn network_namespace_flag_programs_that_namespace() {
     assert_eq!(rules(&started_in), "");
     let lo = target.exec_ok("ip", ["-6", "addr", "show", "dev", "lo"]);
     assert!(lo.contains("::6/128"), "::6 not added in the target namespace: {lo}");
+    Ok(())
 }

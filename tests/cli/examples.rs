@@ -5,12 +5,12 @@
 use std::path::Path;
 use std::process::Command;
 
-mod support;
+use crate::sidecar_argv::sidecar_argv_with;
 
 /// apply.md §7.1: the default sidecar's `istio-init` arguments (after the image entrypoint).
 fn istio_init_args() -> Vec<&'static str> {
     let mut args = vec!["istio-iptables"];
-    args.extend(support::sidecar_argv_with(&["--log_output_level=default:info"]));
+    args.extend(sidecar_argv_with(&["--log_output_level=default:info"]));
     args
 }
 

@@ -5,16 +5,37 @@
 //! Most tests restore the rules from the binary's own `--dry-run` output by hand, so they depend
 //! on the rule engine but not on the apply stage. The `istio_init_then_istio_validation_*` tests
 //! run the injected pair end to end: real apply as root, then validation as 1337.
-//!
-//! Needs root; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require.
 
-mod support;
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::{Backend, Netns, PROXY_GID, PROXY_UID};
+use libtest_mimic::Trial;
+
+use crate::apply_support::Choice;
+use crate::support::{self, Backend, Netns, Ran, PROXY_GID, PROXY_UID};
+
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![
+        passes_within_a_second_with_sidecar_rules_v4: [legacy, nft] =>
+            |choice: Choice| passes_with_sidecar_rules(Family::V4, choice.backend()),
+        passes_within_a_second_with_sidecar_rules_v6: [legacy, nft] =>
+            |choice: Choice| passes_with_sidecar_rules(Family::V6, choice.backend()),
+        fails_with_126_after_the_timeout_without_rules_v4 => || fails_without_rules(Family::V4),
+        fails_with_126_after_the_timeout_without_rules_v6 => || fails_without_rules(Family::V6),
+        probe_timeout_comes_from_the_environment_too,
+        only_the_proxy_user_is_redirected,
+        validation_follows_the_rule_stage,
+        taken_proxy_ports_fail_at_once,
+        skip_rule_apply_still_needs_a_pod_address,
+        restore_sections_split_at_headers,
+        istio_init_then_istio_validation_v4 => || init_then_validate(Family::V4, &[]),
+        istio_init_then_istio_validation_v6 => || init_then_validate(Family::V6, &[]),
+        istio_init_then_istio_validation_tproxy,
+    ]
+}
 
 const BINARY: &str = env!("CARGO_BIN_EXE_istio-iptables");
 
@@ -53,8 +74,8 @@ fn pod_netns(family: Family) -> Netns {
     ns
 }
 
-fn backend_or_skip(backend: Backend) -> bool {
-    support::require_programs_or_skip(&[&backend.restore(false), &backend.restore(true)])
+fn backend_or_skip(backend: Backend) -> Ran {
+    support::require_programs(&[&backend.restore(false), &backend.restore(true)])
 }
 
 /// Prints the default sidecar rules with `--dry-run` inside `ns` (so IPv6 is detected from
@@ -131,10 +152,8 @@ fn assert_fails_after(run: &Run, timeout: Duration) {
     assert!(!logs.contains("Validation passed"), "{logs}");
 }
 
-fn passes_with_sidecar_rules(family: Family, backend: Backend) {
-    if !backend_or_skip(backend) {
-        return;
-    }
+fn passes_with_sidecar_rules(family: Family, backend: Backend) -> Ran {
+    backend_or_skip(backend)?;
     let ns = pod_netns(family);
     apply_sidecar_rules(&ns, backend);
     let run = validate_as_proxy(&ns, &[]);
@@ -148,32 +167,11 @@ fn passes_with_sidecar_rules(family: Family, backend: Backend) {
     assert!(logs.contains(&format!("Listening on {listen}:15006")), "{logs}");
     assert!(logs.contains(&format!("Local addr {listen}:15006")), "redirected to the inbound port:\n{logs}");
     assert!(!logs.contains(&format!("Error connecting to {target}")), "{logs}");
+    Ok(())
 }
 
-#[test]
-fn passes_within_a_second_with_sidecar_rules_v4_nft() {
-    passes_with_sidecar_rules(Family::V4, Backend::Nft);
-}
-
-#[test]
-fn passes_within_a_second_with_sidecar_rules_v4_legacy() {
-    passes_with_sidecar_rules(Family::V4, Backend::Legacy);
-}
-
-#[test]
-fn passes_within_a_second_with_sidecar_rules_v6_nft() {
-    passes_with_sidecar_rules(Family::V6, Backend::Nft);
-}
-
-#[test]
-fn passes_within_a_second_with_sidecar_rules_v6_legacy() {
-    passes_with_sidecar_rules(Family::V6, Backend::Legacy);
-}
-
-fn fails_without_rules(family: Family) {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn fails_without_rules(family: Family) -> Ran {
+    support::require_root()?;
     let ns = pod_netns(family);
     let timeout = Duration::from_secs(2);
     let run = validate_as_proxy(&ns, &["--probe-timeout=2s"]);
@@ -184,23 +182,11 @@ fn fails_without_rules(family: Family) {
     assert!(logs.contains("connection refused"), "{logs}");
     // Upstream does not log a timeout separately; only the failure message tells.
     assert!(!logs.contains("Validation failed:"), "{logs}");
+    Ok(())
 }
 
-#[test]
-fn fails_with_126_after_the_timeout_without_rules_v4() {
-    fails_without_rules(Family::V4);
-}
-
-#[test]
-fn fails_with_126_after_the_timeout_without_rules_v6() {
-    fails_without_rules(Family::V6);
-}
-
-#[test]
-fn probe_timeout_comes_from_the_environment_too() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn probe_timeout_comes_from_the_environment_too() -> Ran {
+    support::require_root()?;
     let ns = pod_netns(Family::V4);
     let mut command = ns.command_as(PROXY_UID, PROXY_GID, BINARY);
     command.args(sidecar_args()).args(VALIDATION_ARGS);
@@ -208,13 +194,11 @@ fn probe_timeout_comes_from_the_environment_too() {
     let output = command.env_clear().env("PROBE_TIMEOUT", "1s").output().expect("run istio-iptables");
     let run = Run { output, elapsed: started.elapsed() };
     assert_fails_after(&run, Duration::from_secs(1));
+    Ok(())
 }
 
-#[test]
-fn only_the_proxy_user_is_redirected() {
-    if !backend_or_skip(Backend::Nft) {
-        return;
-    }
+fn only_the_proxy_user_is_redirected() -> Ran {
+    backend_or_skip(Backend::Nft)?;
     let ns = pod_netns(Family::V4);
     apply_sidecar_rules(&ns, Backend::Nft);
     // As root (the istio-init container's user) the owner match does not apply.
@@ -230,13 +214,11 @@ fn only_the_proxy_user_is_redirected() {
     let mut command = ns.command_as(PROXY_UID, 4242, BINARY);
     command.args(sidecar_args()).args(VALIDATION_ARGS);
     assert_passes_quickly(&timed(command));
+    Ok(())
 }
 
-#[test]
-fn validation_follows_the_rule_stage() {
-    if !backend_or_skip(Backend::Nft) {
-        return;
-    }
+fn validation_follows_the_rule_stage() -> Ran {
+    backend_or_skip(Backend::Nft)?;
     let ns = pod_netns(Family::V4);
     apply_sidecar_rules(&ns, Backend::Nft);
     // Without --skip-rule-apply the rule stage runs first (here in dry-run, which prints the
@@ -247,13 +229,11 @@ fn validation_follows_the_rule_stage() {
     assert_passes_quickly(&run);
     let stdout = String::from_utf8_lossy(&run.output.stdout);
     assert!(stdout.starts_with("# iptables-restore --noflush\n"), "{stdout}");
+    Ok(())
 }
 
-#[test]
-fn taken_proxy_ports_fail_at_once() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn taken_proxy_ports_fail_at_once() -> Ran {
+    support::require_root()?;
     let ns = pod_netns(Family::V4);
     // Root-owned listeners without SO_REUSEPORT: uid 1337 cannot share their ports.
     let _taken: Vec<TcpListener> =
@@ -265,36 +245,33 @@ fn taken_proxy_ports_fail_at_once() {
     assert!(logs.contains("Error on listening: listen tcp 127.0.0.1:15001: bind: address already in use"), "{logs}");
     assert!(logs.contains("Validation failed: no listener available: 127.0.0.1:15001,127.0.0.1:15006"), "{logs}");
     assert!(logs.contains(FAILURE_START), "{logs}");
+    Ok(())
 }
 
-#[test]
-fn skip_rule_apply_still_needs_a_pod_address() {
-    if !support::require_root_or_skip() {
-        return;
-    }
+fn skip_rule_apply_still_needs_a_pod_address() -> Ran {
+    support::require_root()?;
     let ns = Netns::new("validation-noaddr");
     ns.loopback_up();
     let run = validate_as_proxy(&ns, &[]);
     let logs = run.logs();
     assert_eq!(run.code(), Some(1), "{logs}");
     assert!(logs.contains("no valid local IP address found"), "{logs}");
+    Ok(())
 }
 
-#[test]
-fn restore_sections_split_at_headers() {
+fn restore_sections_split_at_headers() -> Ran {
     let stdout = "# iptables-restore --noflush\n* nat\nCOMMIT\n# ip6tables-restore --noflush\n* nat\n-N X\nCOMMIT\n";
     assert_eq!(
         restore_sections(stdout),
         vec![(false, "* nat\nCOMMIT\n".to_string()), (true, "* nat\n-N X\nCOMMIT\n".to_string())]
     );
+    Ok(())
 }
 
 /// The injected pair end to end: `istio-init` applies the rules for real (as root, inside the
 /// test namespace), then `istio-validation` checks them as the proxy user.
-fn init_then_validate(family: Family, extra_init_args: &[&str]) {
-    if !support::require_programs_or_skip(&["iptables", "ip6tables"]) {
-        return;
-    }
+fn init_then_validate(family: Family, extra_init_args: &[&str]) -> Ran {
+    support::require_programs(&["iptables", "ip6tables"])?;
     let ns = Netns::new(&format!("init-validate-{family:?}"));
     ns.loopback_up();
     // No `::6` here: the rule stage adds it for IPv6 pods.
@@ -308,20 +285,10 @@ fn init_then_validate(family: Family, extra_init_args: &[&str]) {
     let init_logs = String::from_utf8_lossy(&init.stderr);
     assert!(init.status.success(), "istio-init failed:\n{init_logs}");
     assert_passes_quickly(&validate_as_proxy(&ns, &[]));
+    Ok(())
 }
 
-#[test]
-fn istio_init_then_istio_validation_v4() {
-    init_then_validate(Family::V4, &[]);
-}
-
-#[test]
-fn istio_init_then_istio_validation_v6() {
-    init_then_validate(Family::V6, &[]);
-}
-
-#[test]
-fn istio_init_then_istio_validation_tproxy() {
+fn istio_init_then_istio_validation_tproxy() -> Ran {
     // pflag semantics: the later -m wins, as in the injected TPROXY argv (apply.md §7.2).
-    init_then_validate(Family::V4, &["-m", "TPROXY"]);
+    init_then_validate(Family::V4, &["-m", "TPROXY"])
 }
