@@ -1,13 +1,19 @@
-//! Golden tests: every file under `testdata/golden/` is one case — the arguments and
+//! Golden tests: every file under `testdata/golden/` is one test — the arguments and
 //! environment to run the real binary with, and what it must print. Adding a case means adding
-//! one file; see `testdata/README.md` for the format. `UPDATE_GOLDEN=1 cargo test --test golden`
-//! rewrites the expected sections from the current output (review the diff before committing).
+//! one file; see `testdata/README.md` for the format.
+//!
+//! Each case is a test named by its path without `.case`: `cargo test --test golden --
+//! upstream/tproxy` runs the cases whose name contains that (`--exact` for just one).
+//! `UPDATE_GOLDEN=1 cargo test --test golden [-- NAME]` rewrites the expected sections from the
+//! current output (review the diff before committing).
 
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pretty_assertions::assert_eq;
+use libtest_mimic::{Arguments, Failed, Trial};
+use pretty_assertions::Comparison;
 
 #[derive(Debug, Default)]
 struct Case {
@@ -116,9 +122,8 @@ fn run_case(case: &Case) -> Outcome {
 }
 
 fn case_files() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden");
     let mut files = Vec::new();
-    let mut dirs = vec![root];
+    let mut dirs = vec![golden_dir()];
     while let Some(dir) = dirs.pop() {
         for entry in fs::read_dir(&dir).expect("read testdata/golden") {
             let path = entry.expect("dir entry").path();
@@ -144,41 +149,83 @@ fn rewrite(path: &Path, case: &Case, outcome: &Outcome) {
     fs::write(path, text).expect("update golden");
 }
 
-#[test]
-fn golden_cases() {
-    let files = case_files();
-    assert!(files.len() >= 40, "expected the golden corpus, found {} files", files.len());
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut failures = Vec::new();
-    for path in &files {
-        let case = parse_case(path);
-        assert_stays_dry(&case, path);
-        let outcome = run_case(&case);
-        if update && outcome.exit == case.exit {
-            rewrite(path, &case, &outcome);
-            continue;
-        }
-        let name = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(path).display().to_string();
-        let result = std::panic::catch_unwind(|| {
-            assert_eq!(outcome.exit, case.exit, "{name}: exit code (stderr: {})", outcome.stderr);
-            assert_eq!(outcome.stdout, case.stdout, "{name}: stdout");
-            if let Some(expected) = &case.recording {
-                assert_eq!(outcome.recording.as_deref(), Some(expected.as_str()), "{name}: DRY_RUN_FILE_PATH");
-            }
-            for needle in &case.stderr_contains {
-                assert!(
-                    outcome.stderr.contains(needle.as_str()),
-                    "{name}: stderr lacks {needle:?}:\n{}",
-                    outcome.stderr
-                );
-            }
-            if case.exit != 0 {
-                assert_eq!(outcome.recording, None, "{name}: a failed run must not write DRY_RUN_FILE_PATH");
-            }
-        });
-        if result.is_err() {
-            failures.push(name);
+/// Multi-line text that pretty_assertions diffs line by line (a `String`'s `Debug` is one
+/// escaped line).
+struct Text<'a>(&'a str);
+
+impl std::fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Where the corpus lives; test names are paths relative to it.
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden")
+}
+
+/// One case: run it, then rewrite it (`UPDATE_GOLDEN`) or compare. Every mismatch is reported,
+/// each with a diff (`<` expected, `>` actual).
+fn check_case(path: &Path) -> Result<(), Failed> {
+    let case = parse_case(path);
+    assert_stays_dry(&case, path);
+    let outcome = run_case(&case);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() && outcome.exit == case.exit {
+        rewrite(path, &case, &outcome);
+        return Ok(());
+    }
+    let mut problems = String::new();
+    if outcome.exit != case.exit {
+        let _ = writeln!(problems, "exit code {} (expected {}); stderr:\n{}", outcome.exit, case.exit, outcome.stderr);
+    }
+    if outcome.stdout != case.stdout {
+        let _ = writeln!(
+            problems,
+            "stdout differs (< expected, > actual):\n{}",
+            Comparison::new(&Text(&case.stdout), &Text(&outcome.stdout))
+        );
+    }
+    if let Some(expected) = &case.recording {
+        let actual = outcome.recording.as_deref().unwrap_or_default();
+        if outcome.recording.is_none() {
+            let _ = writeln!(problems, "DRY_RUN_FILE_PATH was not written");
+        } else if actual != expected {
+            let _ = writeln!(
+                problems,
+                "DRY_RUN_FILE_PATH differs (< expected, > actual):\n{}",
+                Comparison::new(&Text(expected), &Text(actual))
+            );
         }
     }
-    assert!(failures.is_empty(), "{} golden case(s) failed: {failures:#?}", failures.len());
+    for needle in &case.stderr_contains {
+        if !outcome.stderr.contains(needle.as_str()) {
+            let _ = writeln!(problems, "stderr lacks {needle:?}:\n{}", outcome.stderr);
+        }
+    }
+    if case.exit != 0 && outcome.recording.is_some() {
+        let _ = writeln!(problems, "a failed run must not write DRY_RUN_FILE_PATH");
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.into())
+    }
+}
+
+fn main() {
+    let root = golden_dir();
+    let files = case_files();
+    let count = files.len();
+    let mut trials = vec![Trial::test("corpus_is_complete", move || {
+        if count >= 40 {
+            Ok(())
+        } else {
+            Err(format!("expected the golden corpus, found {count} files").into())
+        }
+    })];
+    trials.extend(files.into_iter().map(|path| {
+        let relative = path.strip_prefix(&root).unwrap_or(&path).with_extension("");
+        Trial::test(relative.display().to_string(), move || check_case(&path))
+    }));
+    libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }
