@@ -1,8 +1,6 @@
 //! Running the real binary (not a dry run) inside test namespaces, and reading back what it
 //! did. Shared by the kernel apply tests; builds on `tests/support`.
 
-#![allow(dead_code)]
-
 use std::process::Output;
 
 use crate::support::{self, Backend, Netns, Ran};

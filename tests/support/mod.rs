@@ -15,8 +15,8 @@
 //!
 //! Tests return [`Ran`] and start with their prerequisites: `support::require_root()?;`.
 
-// Each test crate compiles this module separately and uses only a subset of
-// it; without this every crate would warn about the parts it does not use.
+// A toolkit for the kernel test modules (`tests/kernel/`): some helpers (transparent UDP
+// listeners, counter-free `-save` comparison, ...) are there for the next test that needs them.
 #![allow(dead_code, unused_imports)]
 
 mod client;
