@@ -3,7 +3,6 @@
 //! and 2) and the
 //! lock arguments (`--wait=30` for legacy, the pod-scoped `XTABLES_LOCKFILE` in CNI mode).
 
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +11,6 @@ use libtest_mimic::Trial;
 
 use crate::apply_support::{self, pod, sidecar_with, Choice};
 use crate::support::{self, Backend, Netns, Ran};
-
 
 pub fn tests() -> Vec<Trial> {
     kernel_tests![

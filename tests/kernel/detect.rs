@@ -1,11 +1,9 @@
 //! IPv6 detection from real interface addresses (no `ENABLE_INBOUND_IPV6`), in throwaway
 //! namespaces. Dry-run only: nothing is applied.
 
-
 use libtest_mimic::Trial;
 
 use crate::support::{self, Netns, Ran, Topology, TopologyOptions};
-
 
 pub fn tests() -> Vec<Trial> {
     kernel_tests![

@@ -2,25 +2,23 @@
 //! rules, independently of the istio-iptables binary: if these fail, the
 //! harness or the machine is at fault, not the rules generator.
 
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use libtest_mimic::Trial;
 
+use crate::apply_support::Choice;
+use crate::support::{self, Ran};
 use crate::support::{
     connect_as, send_udp_as, Backend, Client, Listener, Netns, Topology, TopologyOptions, UdpListener, APP_GID,
     APP_UID, PEER_ROUTED_V4, PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
 };
-use crate::apply_support::Choice;
-use crate::support::{self, Ran};
 
 const OUTBOUND_PORT: u16 = 15001;
 const INBOUND_PORT: u16 = 15006;
 const DNS_PORT: u16 = 15053;
 const REMOTE_PORT: u16 = 8080;
 const APP_PORT: u16 = 9080;
-
 
 pub fn tests() -> Vec<Trial> {
     kernel_tests![

@@ -2,7 +2,6 @@
 //! "peer" over a veth pair), and real sockets show where connections land: listeners on 15001
 //! and 15006 read `SO_ORIGINAL_DST` the way Envoy does.
 
-
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -10,11 +9,11 @@ use std::time::Duration;
 use libtest_mimic::Trial;
 
 use crate::apply_support::{self, istio_ok, rules, sidecar_with, Choice};
+use crate::support::{self, Ran};
 use crate::support::{
     connect_as, Backend, Client, Listener, Topology, TopologyOptions, UdpListener, APP_GID, APP_UID, PEER_ROUTED_V4,
     PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
 };
-use crate::support::{self, Ran};
 
 const OUTBOUND: u16 = 15001;
 const INBOUND: u16 = 15006;
@@ -22,7 +21,6 @@ const HEALTH: u16 = 15021;
 const DNS_AGENT: u16 = 15053;
 const REMOTE: u16 = 8080;
 const APP_PORT: u16 = 9080;
-
 
 pub fn tests() -> Vec<Trial> {
     kernel_tests![

@@ -1,18 +1,17 @@
 //! `--native-nftables` applied for real, in namespaces these tests create and delete: real
 //! traffic lands where the iptables backend sends it, reruns are exact, cleanup leaves nothing.
 
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Output;
 use std::time::Duration;
 
 use libtest_mimic::Trial;
 
+use crate::support::{self, Ran};
 use crate::support::{
     connect_as, send_udp_as, Client, Listener, Netns, Topology, TopologyOptions, UdpListener, APP_GID, APP_UID,
     PEER_ROUTED_V4, PEER_ROUTED_V6, PROXY_GID, PROXY_UID,
 };
-use crate::support::{self, Ran};
 
 /// Enough to find `nft` and `ip`; nothing else from the test's environment leaks in.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -23,7 +22,6 @@ const AGENT_DNS_PORT: u16 = 15053;
 const STATUS_PORT: u16 = 15021;
 const REMOTE_PORT: u16 = 80;
 const APP_PORT: u16 = 8080;
-
 
 pub fn tests() -> Vec<Trial> {
     kernel_tests![

@@ -2,7 +2,6 @@
 //! upstream's namespace tests (`apply.md` §8.2–8.5), with the real binary in throwaway
 //! namespaces.
 
-
 use std::path::Path;
 
 use libtest_mimic::Trial;
@@ -11,7 +10,6 @@ use crate::apply_support::{
     has_any_rule, iptables, istio, istio_leftovers, istio_ok, pod, rules, sidecar_with, Choice,
 };
 use crate::support::{self, Backend, Netns, Ran};
-
 
 pub fn tests() -> Vec<Trial> {
     kernel_tests![

@@ -2,12 +2,10 @@
 //! already configured, so look-alike rules a pod may have cannot stop ours from being added.
 //! Runs the real binary in throwaway namespaces; needs root.
 
-
 use libtest_mimic::Trial;
 
 use crate::apply_support::{istio_ok, sidecar_with, Choice};
 use crate::support::{self, Ran, Topology, TopologyOptions};
-
 
 pub fn tests() -> Vec<Trial> {
     kernel_tests![look_alike_rules_do_not_count_as_the_tproxy_rule: [nft]]

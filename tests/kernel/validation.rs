@@ -6,7 +6,6 @@
 //! on the rule engine but not on the apply stage. The `istio_init_then_istio_validation_*` tests
 //! run the injected pair end to end: real apply as root, then validation as 1337.
 
-
 use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -15,7 +14,6 @@ use libtest_mimic::Trial;
 
 use crate::apply_support::Choice;
 use crate::support::{self, Backend, Netns, Ran, PROXY_GID, PROXY_UID};
-
 
 pub fn tests() -> Vec<Trial> {
     kernel_tests![
