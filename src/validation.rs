@@ -163,7 +163,7 @@ pub fn run(config: &Config) -> Result<()> {
             if err != ProbeError::Timeout {
                 tracing::error!("Validation failed: {err}");
             }
-            Err(Error::Validation(FAILURE_MESSAGE.to_string()))
+            Err(Error::Validation(err))
         }
     }
 }
@@ -274,7 +274,7 @@ mod tests {
             crate::cli::Parsed::Run(flags) => flags,
             other => panic!("{other:?}"),
         };
-        Config::load(&flags, &env, &crate::config::HostPaths::default()).unwrap()
+        Config::build(&flags, &env, &crate::host::HostFacts::default()).unwrap()
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! for step (see `rules.md` §3): exclude interfaces, kube-virt, drop-invalid, the fixed chains,
 //! inbound, outbound, DNS, the outbound destinations, and the TPROXY tail.
 
+mod addresses;
 mod dns;
 mod inbound;
 mod outbound;
