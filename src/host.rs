@@ -170,7 +170,7 @@ fn is_go_int(s: &str) -> bool {
     s.parse::<i64>().is_ok()
 }
 
-/// resolv.conf nameservers (rules.md §1.7): each line is split on whitespace, and a line whose
+/// resolv.conf nameservers (upstream `tools/common/config`, via miekg/dns): each line is split on whitespace, and a line whose
 /// first field is exactly `nameserver` contributes its second field verbatim. Order and
 /// duplicates are kept and there is no limit of three.
 ///
@@ -195,7 +195,7 @@ pub struct DnsServers {
     pub v6: Vec<Ipv6Addr>,
 }
 
-/// Splits nameserver entries by family (rules.md §1.7 step 3). IPv4-mapped IPv6 stays IPv6.
+/// Splits nameserver entries by family (upstream `tools/common/config`). IPv4-mapped IPv6 stays IPv6.
 ///
 /// Unparsable entries are dropped as upstream does. An IPv6 entry's zone is dropped (the server
 /// is kept): upstream copies the zone into an iptables `-d` argument, which iptables-restore
@@ -217,7 +217,7 @@ pub fn split_dns_servers(entries: &[String]) -> DnsServers {
     servers
 }
 
-/// Upstream's IPv6 decision (rules.md §1.6, apply.md §1.2 step 4) over addresses in kernel
+/// Upstream's IPv6 decision (`tools/common/config`, `pkg/util/net/ip.go`) over addresses in kernel
 /// order. Returns `(host_ip, enable_ipv6)`, or `None` when no address is usable.
 ///
 /// IPv4-mapped addresses are unmapped; loopback, link-local unicast and link-local multicast

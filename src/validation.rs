@@ -1,5 +1,5 @@
 //! `--run-validation`: prove that the capture rules are live by sending ourselves a connection
-//! that only the rules can deliver (apply.md §5).
+//! that only the rules can deliver (upstream `tools/istio-iptables/pkg/validation`).
 //!
 //! The validator listens where Envoy would (the proxy ports on loopback) and dials `127.0.0.6`
 //! (`::6`) on the probe port, where nothing listens. Only the `ISTIO_OUTPUT -o lo ... --uid-owner

@@ -374,6 +374,124 @@ fn dns_capture(redirect_dns: bool, capture_all: bool, resolv_conf: Option<&str>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{self, Parsed};
+
+    fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn flags(args: &[&str], env: &BTreeMap<String, String>) -> Flags {
+        match cli::parse(std::iter::once("istio-iptables").chain(args.iter().copied()), env).unwrap() {
+            Parsed::Run(flags) => *flags,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Builds a config from argv, env and an injected host; nothing is read from this machine.
+    fn build(args: &[&str], env: &[(&str, &str)], host: &HostFacts) -> Result<Config> {
+        let env = env_of(env);
+        Config::build(&flags(args, &env), &env, host)
+    }
+
+    fn addresses(list: &[&str]) -> HostFacts {
+        HostFacts { interface_addresses: list.iter().map(|a| a.parse().unwrap()).collect(), ..HostFacts::default() }
+    }
+
+    #[test]
+    fn host_needs_follow_what_upstream_reads() {
+        let env = env_of(&[]);
+        let needs = Config::host_needs(&flags(&[], &env), &env);
+        assert_eq!(needs, HostNeeds { passwd: true, interface_addresses: true, resolv_conf: None });
+        let args = ["-u", "1", "--enable-inbound-ipv6=false", "--redirect-dns", "--resolv-conf", "/r"];
+        let needs = Config::host_needs(&flags(&args, &env), &env);
+        assert_eq!(needs, HostNeeds { passwd: false, interface_addresses: false, resolv_conf: Some("/r".into()) });
+        let needs = Config::host_needs(&flags(&["--redirect-dns", "--capture-all-dns"], &env), &env);
+        assert_eq!(needs.resolv_conf, None, "capturing all DNS needs no servers");
+        let no_user = env_of(&[("ENVOY_USER", "")]);
+        assert!(!Config::host_needs(&flags(&[], &no_user), &no_user).passwd);
+    }
+
+    #[test]
+    fn ipv6_is_decided_from_the_injected_addresses() {
+        let config = build(&["-u", "1"], &[], &addresses(&["127.0.0.1", "::1", "fd00::5", "10.0.0.1"])).unwrap();
+        assert_eq!((config.enable_ipv6, config.host_ip), (true, Some("fd00::5".parse().unwrap())));
+        let config = build(&["-u", "1", "--dual-stack"], &[], &addresses(&["10.0.0.1", "fd00::5"])).unwrap();
+        assert_eq!((config.enable_ipv6, config.host_ip), (true, Some("10.0.0.1".parse().unwrap())));
+        let err = build(&["-u", "1"], &[], &addresses(&["127.0.0.1", "fe80::1"])).unwrap_err();
+        assert_eq!((err.to_string().as_str(), err.exit_code()), ("no valid local IP address found", 1));
+        let forced = build(&["-u", "1"], &[("ENABLE_INBOUND_IPV6", "false")], &HostFacts::default()).unwrap();
+        assert_eq!((forced.enable_ipv6, forced.host_ip), (false, None));
+    }
+
+    #[test]
+    fn the_proxy_uid_comes_from_the_injected_passwd() {
+        let ipv4 = ("ENABLE_INBOUND_IPV6", "false");
+        let passwd = HostFacts {
+            passwd: Some("root:x:0:0:::\nistio-proxy:x:4321:4321:::\n".to_string()),
+            ..HostFacts::default()
+        };
+        let config = build(&[], &[ipv4], &passwd).unwrap();
+        assert_eq!(config.proxy_uids, vec![OwnerId::parse("x", "4321").unwrap()]);
+        assert_eq!(config.proxy_gids, config.proxy_uids, "the gid copies the uid");
+        let root = build(&["-g", "7"], &[ipv4, ("ENVOY_USER", "root")], &passwd).unwrap();
+        assert_eq!(root.proxy_uids[0].as_str(), "0");
+        assert_eq!(root.proxy_gids[0].as_str(), "7");
+        let unknown = build(&[], &[ipv4], &HostFacts::default()).unwrap();
+        assert_eq!(unknown.proxy_uids[0].as_str(), "1337", "no passwd: upstream's fallback");
+    }
+
+    #[test]
+    fn dns_servers_come_from_the_injected_resolv_conf() {
+        let env = [("ENABLE_INBOUND_IPV6", "false")];
+        let host = HostFacts {
+            resolv_conf: Some("search x\nnameserver 10.0.0.10\nnameserver fd00::53\n".to_string()),
+            ..HostFacts::default()
+        };
+        let config = build(&["-u", "1", "--redirect-dns"], &env, &host).unwrap();
+        assert_eq!(
+            config.dns,
+            DnsCapture::Servers { v4: vec![Ipv4Addr::new(10, 0, 0, 10)], v6: vec!["fd00::53".parse().unwrap()] }
+        );
+        let empty = HostFacts { resolv_conf: Some("# none\n".to_string()), ..HostFacts::default() };
+        assert_eq!(build(&["-u", "1", "--redirect-dns"], &env, &empty).unwrap().dns, DnsCapture::Off);
+        let all = build(&["-u", "1", "--redirect-dns", "--capture-all-dns"], &env, &HostFacts::default()).unwrap();
+        assert_eq!(all.dns, DnsCapture::All);
+    }
+
+    #[test]
+    fn tproxy_marks_and_tables_outside_the_usable_range_are_rejected() {
+        let env = [("ENABLE_INBOUND_IPV6", "false")];
+        let host = HostFacts::default();
+        let tproxy = ["-u", "1", "-m", "TPROXY", "-b", "80"];
+        let with = |extra: &[&str]| build(&[&tproxy[..], extra].concat(), &env, &host);
+        let err = with(&["-t", "0"]).unwrap_err();
+        assert_eq!(err.to_string(), "invalid value \"0\" for --istio-inbound-tproxy-mark: a packet mark must not be 0");
+        assert_eq!(err.exit_code(), 1);
+        assert!(with(&["-r", "0"])
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid value \"0\" for --istio-inbound-tproxy-route-table: "));
+        assert!(with(&["-r", "254"]).is_err());
+        let config = with(&["-t", "0x10", "-r", "0xffffffff"]).unwrap();
+        assert_eq!((config.tproxy_mark, config.tproxy_route_table), (16, u32::MAX));
+        // Unused settings cannot fail a run, as before: REDIRECT has no mark, no ports no routes.
+        assert!(build(&["-u", "1", "-t", "0", "-r", "0"], &env, &host).is_ok());
+        assert!(build(&["-u", "1", "-m", "TPROXY", "-r", "0"], &env, &host).is_ok());
+    }
+
+    #[test]
+    fn the_interception_mode_rejects_whitespace_but_keeps_the_redirect_fallback() {
+        let env = [("ENABLE_INBOUND_IPV6", "false")];
+        let host = HostFacts::default();
+        let err = build(&["-u", "1", "-m", "TPROXY "], &env, &host).unwrap_err();
+        assert!(err.to_string().starts_with("invalid value \"TPROXY \" for --istio-inbound-interception-mode: "));
+        let env_mode = build(&["-u", "1"], &[env[0], ("ISTIO_INBOUND_INTERCEPTION_MODE", "TPROXY\n")], &host);
+        assert!(env_mode.unwrap_err().to_string().contains("for ISTIO_INBOUND_INTERCEPTION_MODE: "));
+        let unknown = build(&["-u", "1", "-m", "tproxy"], &env, &host).unwrap();
+        assert_eq!(unknown.interception_mode, InterceptionMode::Redirect);
+        let skipped = build(&["-u", "1", "-m", "TPROXY ", "--skip-rule-apply"], &env, &host).unwrap();
+        assert_eq!(skipped.interception_mode, InterceptionMode::Redirect, "no rules: the mode is unused");
+    }
 
     #[test]
     fn owner_group_include_limit_uses_upstream_message() {

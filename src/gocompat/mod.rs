@@ -139,7 +139,7 @@ pub struct ParseIntError {
     pub input: String,
 }
 
-/// Env semantics for a uint16 flag (rules.md §1.3): upstream ignores the error but keeps the
+/// Env semantics for a uint16 flag (upstream `pkg/flag/flag.go` with pflag): upstream ignores the error but keeps the
 /// value ParseUint returned with it, so a syntax error gives 0 and an out-of-range value 65535.
 pub fn env_u16(s: &str) -> u16 {
     match parse_uint16_base0(s) {
