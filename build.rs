@@ -1,14 +1,18 @@
-//! Embeds the commit the binary is built from, for `--version`.
+//! Embeds the commit the binary is built from, for `--version` (`ISTIO_IPTABLES_COMMIT`).
 //!
-//! `ISTIO_IPTABLES_COMMIT` in the build environment wins (a container build has no `.git`);
-//! otherwise `git rev-parse --short HEAD`; otherwise `unknown`.
+//! A value already in the build environment wins (a container build has no `.git`); otherwise
+//! `git rev-parse --short HEAD`; otherwise nothing is set and `--version` says `unknown`.
 
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=ISTIO_IPTABLES_COMMIT");
-    let commit = std::env::var("ISTIO_IPTABLES_COMMIT").ok().filter(|c| !c.is_empty()).or_else(git_commit);
-    println!("cargo:rustc-env=ISTIO_IPTABLES_COMMIT={}", commit.as_deref().unwrap_or("unknown"));
+    if std::env::var_os("ISTIO_IPTABLES_COMMIT").is_some() {
+        return;
+    }
+    if let Some(commit) = git_commit() {
+        println!("cargo:rustc-env=ISTIO_IPTABLES_COMMIT={commit}");
+    }
 }
 
 fn git_commit() -> Option<String> {

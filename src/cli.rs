@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
@@ -318,24 +319,19 @@ pub fn def(id: FlagId) -> &'static FlagDef {
 }
 
 /// The upstream source this clone matches: the istio/istio commit the parity tests' golden files
-/// come from (see README "Compatibility"). A macro, so that `concat!` can use it.
-macro_rules! upstream_istio {
-    () => {
-        "istio/istio@86c9f01fd735 (2026-08-22)"
-    };
-}
-pub const UPSTREAM_ISTIO: &str = upstream_istio!();
+/// come from.
+pub const UPSTREAM_ISTIO: &str = "istio/istio@86c9f01fd735 (2026-08-22)";
 
-/// `--version`: the crate version, the commit it was built from (set by `build.rs`, `unknown`
-/// outside a git checkout) and [`UPSTREAM_ISTIO`].
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("ISTIO_IPTABLES_COMMIT"),
-    "; matches ",
-    upstream_istio!(),
-    ")"
-);
+/// `--version`: the crate version, the commit it was built from and [`UPSTREAM_ISTIO`]. The
+/// commit comes from `ISTIO_IPTABLES_COMMIT` at compile time (set by `build.rs` from git, or by
+/// the build environment), else `unknown`: a build without `.git` or `build.rs` still works.
+pub fn version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let commit = option_env!("ISTIO_IPTABLES_COMMIT").unwrap_or("unknown");
+        format!("{} (commit {commit}; matches {UPSTREAM_ISTIO})", env!("CARGO_PKG_VERSION"))
+    })
+}
 
 /// The outcome of parsing: either flags to run with, or text to print and leave.
 #[derive(Debug)]
@@ -349,7 +345,7 @@ pub enum Parsed {
 pub fn command() -> Command {
     let mut cmd = Command::new("istio-iptables")
         .about("Set up iptables (or nftables) rules to capture a pod's traffic for the Istio sidecar")
-        .version(VERSION)
+        .version(version())
         .disable_version_flag(true)
         .args_override_self(true)
         .dont_delimit_trailing_values(true)
@@ -549,9 +545,10 @@ mod tests {
 
     #[test]
     fn version_names_the_commit_and_the_upstream_source() {
-        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")), "{VERSION}");
-        assert!(VERSION.contains("(commit "), "{VERSION}");
-        assert!(VERSION.contains("86c9f01fd735"), "{VERSION}");
+        let version = version();
+        assert!(version.starts_with(env!("CARGO_PKG_VERSION")), "{version}");
+        assert!(version.contains("(commit "), "{version}");
+        assert!(version.ends_with("; matches istio/istio@86c9f01fd735 (2026-08-22))"), "{version}");
     }
 
     #[test]
