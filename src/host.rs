@@ -19,7 +19,8 @@ use nix::sys::socket::SockaddrStorage;
 use crate::error::{ConfigError, Error, ReadError, Result};
 use crate::gocompat::parse_go_addr;
 
-/// The largest host file (`/etc/passwd`, `/etc/group`, resolv.conf) the tool reads. Real ones are
+/// The largest host file (`/etc/passwd`, `/etc/group` via [`lookup_gid`], resolv.conf) the tool
+/// reads. Real ones are
 /// a few KiB; the cap keeps a misconfigured path (`/dev/zero`, a huge log) from exhausting an
 /// init container's memory limit.
 pub const MAX_HOST_FILE_BYTES: u64 = 1 << 20;
@@ -28,12 +29,11 @@ pub const MAX_HOST_FILE_BYTES: u64 = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct HostPaths {
     pub passwd: PathBuf,
-    pub group: PathBuf,
 }
 
 impl Default for HostPaths {
     fn default() -> Self {
-        HostPaths { passwd: PathBuf::from("/etc/passwd"), group: PathBuf::from("/etc/group") }
+        HostPaths { passwd: PathBuf::from("/etc/passwd") }
     }
 }
 
@@ -487,12 +487,12 @@ nameserver 5.5.5.5";
 
     #[test]
     fn facts_are_read_only_when_needed() {
-        let paths = HostPaths { passwd: "/dev/zero".into(), group: "/dev/zero".into() };
+        let paths = HostPaths { passwd: "/dev/zero".into() };
         assert_eq!(HostFacts::read(&HostNeeds::default(), &paths).unwrap(), HostFacts::default());
         let needs = HostNeeds { passwd: true, ..HostNeeds::default() };
         let err = HostFacts::read(&needs, &paths).unwrap_err().to_string();
         assert_eq!(err, "failed to load /dev/zero: not a regular file (a character device)");
-        let missing = HostPaths { passwd: "/nonexistent/passwd".into(), group: "/nonexistent/group".into() };
+        let missing = HostPaths { passwd: "/nonexistent/passwd".into() };
         assert_eq!(HostFacts::read(&needs, &missing).unwrap().passwd, None, "a missing passwd falls back");
         let resolv = file_with(b"nameserver 1.1.1.1\n");
         let needs = HostNeeds { resolv_conf: Some(resolv.path().to_path_buf()), ..HostNeeds::default() };
