@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use istio_iptables::cli::{self, Parsed};
-use istio_iptables::config::{Config, HostPaths};
+use istio_iptables::config::Config;
+use istio_iptables::host::HostFacts;
 use istio_iptables::plan::{Family, Plan};
 use istio_iptables::render::{iptables, nft};
 
@@ -23,7 +24,8 @@ fn large_config(n: usize) -> Config {
     let env: BTreeMap<String, String> = [("ENABLE_INBOUND_IPV6".to_string(), "true".to_string())].into();
     let argv = ["istio-iptables", "--dry-run", "-u", "1337", "-b", &ports.join(","), "-i", &cidrs.join(",")];
     let Ok(Parsed::Run(flags)) = cli::parse(argv, &env) else { panic!("flags parse") };
-    Config::load(&flags, &env, &HostPaths::default()).expect("config loads")
+    // IPv6 is forced and the uid given, so the configuration needs nothing from the host.
+    Config::build(&flags, &env, &HostFacts::default()).expect("config loads")
 }
 
 #[divan::bench(args = [10_000, 20_000], sample_count = 20)]

@@ -1,6 +1,9 @@
-//! The command line, defined once. Every flag lives in [`FLAGS`]: its long and short names, type,
-//! default, environment bindings and help. Parsing, `--help`, the man page and shell completions
-//! are all derived from that table.
+//! The command line, defined once. Every flag is one row of the [`define_flags!`] table below: its
+//! id, the typed field it resolves into, long and short names, default, environment bindings and
+//! help. From that one table come [`FlagId`], [`FLAGS`] (which the clap model, `--help`, the man
+//! page and the shell completions are built from) and [`Flags`], the typed resolved values. A row's
+//! Rust type decides how it is parsed, so a flag cannot be read as the wrong type, and every field
+//! is always resolved: there is no lookup that can miss.
 //!
 //! Upstream is a cobra/pflag command, so this module reproduces pflag's syntax (`--f v`, `--f=v`,
 //! `-f v`, `-fv`, `-f=v`, attached-only boolean values, last occurrence wins, positionals ignored)
@@ -9,62 +12,16 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use crate::error::{Error, Result};
-use crate::gocompat;
+use crate::error::{Error, Result, UsageError};
 
-/// Identifies a flag; the resolved values are indexed by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum FlagId {
-    EnvoyPort,
-    InboundCapturePort,
-    InboundTunnelPort,
-    ProxyUid,
-    ProxyGid,
-    InterceptionMode,
-    InboundPorts,
-    LocalExcludePorts,
-    ExcludeInterfaces,
-    ServiceCidr,
-    ServiceExcludeCidr,
-    OutboundPorts,
-    LocalOutboundPortsExclude,
-    KubeVirtInterfaces,
-    TproxyMark,
-    TproxyRouteTable,
-    DryRun,
-    ProbePort,
-    ProbeTimeout,
-    SkipRuleApply,
-    RunValidation,
-    RedirectDns,
-    DropInvalid,
-    DualStack,
-    CaptureAllDns,
-    NetworkNamespace,
-    CniMode,
-    Reconcile,
-    CleanupOnly,
-    ForceApply,
-    NativeNftables,
-    ForceIptablesBinary,
-    // Extensions (not upstream).
-    EnableInboundIpv6,
-    ResolvConf,
-    // Istio's logging flags, accepted because the injected init container passes them.
-    LogOutputLevel,
-    LogAsJson,
-    LogCaller,
-    LogStacktraceLevel,
-    LogTarget,
-    LogRotate,
-    LogRotateMaxAge,
-    LogRotateMaxSize,
-    LogRotateMaxBackups,
-    Vklog,
-}
+mod value;
+
+pub use value::{FlagValue, Setting, Source};
 
 /// How a flag's value is parsed, on the command line and from the environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +48,7 @@ pub enum Group {
     Logging,
 }
 
+#[derive(Debug)]
 pub struct FlagDef {
     pub id: FlagId,
     pub long: &'static str,
@@ -105,217 +63,289 @@ pub struct FlagDef {
     pub help: &'static str,
 }
 
-const fn flag(
-    id: FlagId,
-    long: &'static str,
-    short: Option<char>,
-    kind: Kind,
-    default: &'static str,
-    env: Option<&'static str>,
-    help: &'static str,
-) -> FlagDef {
-    FlagDef { id, long, short, kind, default, env, additional_env: None, group: Group::Upstream, help }
+/// Optional row fields: `short`, `env`, `additional_env` and `group`.
+macro_rules! optional {
+    () => {
+        None
+    };
+    ($value:literal) => {
+        Some($value)
+    };
 }
 
-const fn with_additional_env(mut def: FlagDef, name: &'static str) -> FlagDef {
-    def.additional_env = Some(name);
-    def
+macro_rules! group_or_upstream {
+    () => {
+        Group::Upstream
+    };
+    ($group:ident) => {
+        Group::$group
+    };
 }
 
-const fn in_group(mut def: FlagDef, group: Group) -> FlagDef {
-    def.group = group;
-    def
+/// Generates [`FlagId`], the definition table and [`Flags`] from one list of rows, in upstream's
+/// registration order (the order also decides the order of environment application).
+macro_rules! define_flags {
+    ($(
+        $id:ident $field:ident: $ty:ty {
+            long: $long:literal,
+            $(short: $short:literal,)?
+            default: $default:literal,
+            $(env: $env:literal,)?
+            $(additional_env: $additional_env:literal,)?
+            $(group: $group:ident,)?
+            help: $help:literal $(,)?
+        }
+    )*) => {
+        /// Identifies a flag; its discriminant is its index in [`FLAGS`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum FlagId { $($id),* }
+
+        const FLAG_COUNT: usize = [$(FlagId::$id),*].len();
+
+        static FLAG_TABLE: [FlagDef; FLAG_COUNT] = [$(
+            FlagDef {
+                id: FlagId::$id,
+                long: $long,
+                short: optional!($($short)?),
+                kind: <$ty as FlagValue>::KIND,
+                default: $default,
+                env: optional!($($env)?),
+                additional_env: optional!($($additional_env)?),
+                group: group_or_upstream!($($group)?),
+                help: $help,
+            }
+        ),*];
+
+        /// Every flag resolved (command line, then additional env, then env, then default).
+        #[derive(Debug, Clone)]
+        pub struct Flags {
+            $(pub $field: Setting<$ty>,)*
+        }
+
+        impl Flags {
+            fn resolve(matches: &ArgMatches, env: &BTreeMap<String, String>) -> Result<Flags> {
+                Ok(Flags { $($field: resolve(def(FlagId::$id), matches, env)?,)* })
+            }
+        }
+    };
 }
 
-const fn logging(id: FlagId, long: &'static str, kind: Kind, default: &'static str, help: &'static str) -> FlagDef {
-    in_group(flag(id, long, None, kind, default, None, help), Group::Logging)
+define_flags! {
+    EnvoyPort envoy_port: String {
+        long: "envoy-port", short: 'p', default: "15001",
+        help: "Specify the envoy port to which redirect all TCP traffic (the ENVOY_PORT variable is not read, as upstream)",
+    }
+    InboundCapturePort inbound_capture_port: String {
+        long: "inbound-capture-port", short: 'z', default: "15006", env: "INBOUND_CAPTURE_PORT",
+        help: "Port to which all inbound TCP traffic to the pod/VM should be redirected",
+    }
+    InboundTunnelPort inbound_tunnel_port: String {
+        long: "inbound-tunnel-port", short: 'e', default: "15008", env: "INBOUND_TUNNEL_PORT",
+        help: "Specify the istio tunnel port for inbound tcp traffic",
+    }
+    ProxyUid proxy_uid: String {
+        long: "proxy-uid", short: 'u', default: "", env: "PROXY_UID",
+        help: "Specify the UID of the user for which the redirection is not applied. Typically, this is the UID of the proxy container (when empty: the uid of $ENVOY_USER, default istio-proxy, from /etc/passwd; 1337 if unknown)",
+    }
+    ProxyGid proxy_gid: String {
+        long: "proxy-gid", short: 'g', default: "", env: "PROXY_GID",
+        help: "Specify the GID of the user for which the redirection is not applied (same default value as -u param)",
+    }
+    InterceptionMode interception_mode: String {
+        long: "istio-inbound-interception-mode", short: 'm', default: "", env: "ISTIO_INBOUND_INTERCEPTION_MODE",
+        help: "The mode used to redirect inbound connections to Envoy, either \"REDIRECT\" or \"TPROXY\" (empty or anything else: REDIRECT)",
+    }
+    InboundPorts inbound_ports: String {
+        long: "istio-inbound-ports", short: 'b', default: "", env: "ISTIO_INBOUND_PORTS",
+        help: "Comma separated list of inbound ports for which traffic is to be redirected to Envoy (optional). The wildcard character \"*\" can be used to configure redirection for all ports. An empty list will disable inbound capture",
+    }
+    LocalExcludePorts local_exclude_ports: String {
+        long: "istio-local-exclude-ports", short: 'd', default: "", env: "ISTIO_LOCAL_EXCLUDE_PORTS",
+        help: "Comma separated list of inbound ports to be excluded from redirection to Envoy (optional). Only applies when all inbound traffic (i.e. \"*\") is being redirected",
+    }
+    ExcludeInterfaces exclude_interfaces: String {
+        long: "istio-exclude-interfaces", short: 'c', default: "", env: "ISTIO_EXCLUDE_INTERFACES",
+        help: "Comma separated list of NIC (optional). Neither inbound nor outbound traffic will be captured",
+    }
+    ServiceCidr service_cidr: String {
+        long: "istio-service-cidr", short: 'i', default: "", env: "ISTIO_SERVICE_CIDR",
+        help: "Comma separated list of IP ranges in CIDR form to redirect to envoy (optional). The wildcard character \"*\" can be used to redirect all outbound traffic. An empty list will disable all outbound redirection into Envoy",
+    }
+    ServiceExcludeCidr service_exclude_cidr: String {
+        long: "istio-service-exclude-cidr", short: 'x', default: "", env: "ISTIO_SERVICE_EXCLUDE_CIDR",
+        help: "Comma separated list of IP ranges in CIDR form to be excluded from redirection. Only applies when all outbound traffic (i.e. \"*\") is being redirected",
+    }
+    OutboundPorts outbound_ports: String {
+        long: "istio-outbound-ports", short: 'q', default: "", env: "ISTIO_OUTBOUND_PORTS",
+        help: "Comma separated list of outbound ports to be explicitly included for redirection to Envoy",
+    }
+    LocalOutboundPortsExclude local_outbound_ports_exclude: String {
+        long: "istio-local-outbound-ports-exclude", short: 'o', default: "", env: "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE",
+        help: "Comma separated list of outbound ports to be excluded from redirection to Envoy",
+    }
+    KubeVirtInterfaces kube_virt_interfaces: String {
+        long: "kube-virt-interfaces", short: 'k', default: "", env: "KUBE_VIRT_INTERFACES",
+        help: "Comma separated list of virtual interfaces whose inbound traffic (from VM) will be treated as outbound",
+    }
+    TproxyMark tproxy_mark: String {
+        long: "istio-inbound-tproxy-mark", short: 't', default: "1337", env: "ISTIO_INBOUND_TPROXY_MARK",
+        help: "The packet mark used by TPROXY inbound interception (1 to 4294967295, decimal or 0x hex)",
+    }
+    TproxyRouteTable tproxy_route_table: String {
+        long: "istio-inbound-tproxy-route-table", short: 'r', default: "133", env: "ISTIO_INBOUND_TPROXY_ROUTE_TABLE",
+        help: "The policy routing table used by TPROXY inbound interception (1 to 4294967295 except the reserved 253, 254 and 255)",
+    }
+    DryRun dry_run: bool {
+        long: "dry-run", short: 'n', default: "false", env: "DRY_RUN",
+        help: "Do not call any external dependencies like iptables",
+    }
+    ProbePort probe_port: u16 {
+        long: "iptables-probe-port", default: "15002", env: "IPTABLES_PROBE_PORT",
+        help: "Set listen port for failure detection",
+    }
+    ProbeTimeout probe_timeout: Duration {
+        long: "probe-timeout", default: "5s", env: "PROBE_TIMEOUT",
+        help: "Failure detection timeout",
+    }
+    SkipRuleApply skip_rule_apply: bool {
+        long: "skip-rule-apply", default: "false", env: "SKIP_RULE_APPLY",
+        help: "Skip iptables apply",
+    }
+    RunValidation run_validation: bool {
+        long: "run-validation", default: "false", env: "RUN_VALIDATION",
+        help: "Validate iptables",
+    }
+    RedirectDns redirect_dns: bool {
+        long: "redirect-dns", default: "false", env: "REDIRECT_DNS", additional_env: "ISTIO_META_DNS_CAPTURE",
+        help: "Enable capture of dns traffic by istio-agent",
+    }
+    DropInvalid drop_invalid: bool {
+        long: "drop-invalid", default: "false", env: "DROP_INVALID", additional_env: "INVALID_DROP",
+        help: "Enable invalid drop in the iptables rules",
+    }
+    DualStack dual_stack: bool {
+        long: "dual-stack", default: "false", env: "DUAL_STACK", additional_env: "ISTIO_DUAL_STACK",
+        help: "Enable ipv4/ipv6 redirects for dual-stack.",
+    }
+    CaptureAllDns capture_all_dns: bool {
+        long: "capture-all-dns", default: "false", env: "CAPTURE_ALL_DNS",
+        help: "Instead of only capturing DNS traffic to DNS server IP, capture all DNS traffic at port 53. This setting is only effective when redirect dns is enabled.",
+    }
+    NetworkNamespace network_namespace: String {
+        long: "network-namespace", default: "", env: "NETWORK_NAMESPACE",
+        help: "The network namespace that iptables rules should be applied to.",
+    }
+    CniMode cni_mode: bool {
+        long: "cni-mode", default: "false", env: "CNI_MODE",
+        help: "Whether to run as CNI plugin.",
+    }
+    Reconcile reconcile: bool {
+        long: "reconcile", default: "false", env: "RECONCILE",
+        help: "Reconcile pre-existing and incompatible iptables rules instead of failing if drift is detected.",
+    }
+    CleanupOnly cleanup_only: bool {
+        long: "cleanup-only", default: "false", env: "CLEANUP_ONLY",
+        help: "Perform a forced cleanup without creating new iptables chains or rules.",
+    }
+    ForceApply force_apply: bool {
+        long: "force-apply", default: "false", env: "FORCE_APPLY",
+        help: "Apply iptables changes even if they appear to already be in place.",
+    }
+    NativeNftables native_nftables: bool {
+        long: "native-nftables", default: "false", env: "NATIVE_NFTABLES",
+        help: "Use native nftables instead of iptables rules",
+    }
+    ForceIptablesBinary force_iptables_binary: String {
+        long: "force-iptables-binary", default: "", env: "FORCE_IPTABLES_BINARY",
+        help: "Break-glass: force the iptables backend, \"legacy\" or \"nft\" (empty: detect)",
+    }
+    EnableInboundIpv6 enable_inbound_ipv6: Option<bool> {
+        long: "enable-inbound-ipv6", default: "", env: "ENABLE_INBOUND_IPV6", group: Extension,
+        help: "Force IPv6 rules on (true) or off (false) instead of detecting them from the interface addresses",
+    }
+    ResolvConf resolv_conf: String {
+        long: "resolv-conf", default: "/etc/resolv.conf", group: Extension,
+        help: "The resolv.conf file whose nameservers DNS capture redirects (a regular file of at most 1 MiB)",
+    }
+    LogOutputLevel log_output_level: String {
+        long: "log_output_level", default: "default:info", group: Logging,
+        help: "Comma-separated minimum per-scope logging level of messages to output, in the form of <scope>:<level>,<scope>:<level>,... where scope can be one of [default] and level can be one of [debug, info, warn, error, fatal, none]",
+    }
+    LogAsJson log_as_json: bool {
+        long: "log_as_json", default: "false", group: Logging,
+        help: "Whether to format output as JSON or in plain console-friendly format",
+    }
+    LogCaller log_caller: String {
+        long: "log_caller", default: "", group: Logging,
+        help: "Comma-separated list of scopes for which to include caller information (accepted, ignored)",
+    }
+    LogStacktraceLevel log_stacktrace_level: String {
+        long: "log_stacktrace_level", default: "default:none", group: Logging,
+        help: "Comma-separated minimum per-scope logging level at which stack traces are captured (accepted, ignored)",
+    }
+    LogTarget log_target: String {
+        long: "log_target", default: "stdout", group: Logging,
+        help: "The set of paths where to output the log (accepted; logs always go to stderr because stdout carries the rules)",
+    }
+    LogRotate log_rotate: String {
+        long: "log_rotate", default: "", group: Logging,
+        help: "The path for the optional rotating log file (accepted, ignored)",
+    }
+    LogRotateMaxAge log_rotate_max_age: i64 {
+        long: "log_rotate_max_age", default: "30", group: Logging,
+        help: "The maximum age in days of a log file beyond which the file is rotated (accepted, ignored)",
+    }
+    LogRotateMaxSize log_rotate_max_size: i64 {
+        long: "log_rotate_max_size", default: "104857600", group: Logging,
+        help: "The maximum size in megabytes of a log file beyond which the file is rotated (accepted, ignored)",
+    }
+    LogRotateMaxBackups log_rotate_max_backups: i64 {
+        long: "log_rotate_max_backups", default: "1000", group: Logging,
+        help: "The maximum number of log file backups to keep before older files are deleted (accepted, ignored)",
+    }
+    Vklog vklog: i64 {
+        long: "vklog", default: "0", group: Logging,
+        help: "number for the log level verbosity. Like -v flag. ex: --vklog=9 (accepted, ignored)",
+    }
 }
 
-use FlagId as F;
-use Kind::{Bool, Duration, Int, OptionalBool, Str, U16};
+/// Every flag, in upstream's registration order.
+pub static FLAGS: &[FlagDef] = &FLAG_TABLE;
 
-/// Every flag, in upstream's registration order (the order also decides env application).
-pub static FLAGS: &[FlagDef] = &[
-    flag(F::EnvoyPort, "envoy-port", Some('p'), Str, "15001", None,
-        "Specify the envoy port to which redirect all TCP traffic (default $ENVOY_PORT = 15001)"),
-    flag(F::InboundCapturePort, "inbound-capture-port", Some('z'), Str, "15006", Some("INBOUND_CAPTURE_PORT"),
-        "Port to which all inbound TCP traffic to the pod/VM should be redirected to. For backward compatibility, by default this is the Envoy port"),
-    flag(F::InboundTunnelPort, "inbound-tunnel-port", Some('e'), Str, "15008", Some("INBOUND_TUNNEL_PORT"),
-        "Specify the istio tunnel port for inbound tcp traffic"),
-    flag(F::ProxyUid, "proxy-uid", Some('u'), Str, "", Some("PROXY_UID"),
-        "Specify the UID of the user for which the redirection is not applied. Typically, this is the UID of the proxy container"),
-    flag(F::ProxyGid, "proxy-gid", Some('g'), Str, "", Some("PROXY_GID"),
-        "Specify the GID of the user for which the redirection is not applied (same default value as -u param)"),
-    flag(F::InterceptionMode, "istio-inbound-interception-mode", Some('m'), Str, "", Some("ISTIO_INBOUND_INTERCEPTION_MODE"),
-        "The mode used to redirect inbound connections to Envoy, either \"REDIRECT\" or \"TPROXY\""),
-    flag(F::InboundPorts, "istio-inbound-ports", Some('b'), Str, "", Some("ISTIO_INBOUND_PORTS"),
-        "Comma separated list of inbound ports for which traffic is to be redirected to Envoy (optional). The wildcard character \"*\" can be used to configure redirection for all ports. An empty list will disable"),
-    flag(F::LocalExcludePorts, "istio-local-exclude-ports", Some('d'), Str, "", Some("ISTIO_LOCAL_EXCLUDE_PORTS"),
-        "Comma separated list of inbound ports to be excluded from redirection to Envoy (optional). Only applies when all inbound traffic (i.e. \"*\") is being redirected (default to $ISTIO_LOCAL_EXCLUDE_PORTS)"),
-    flag(F::ExcludeInterfaces, "istio-exclude-interfaces", Some('c'), Str, "", Some("ISTIO_EXCLUDE_INTERFACES"),
-        "Comma separated list of NIC (optional). Neither inbound nor outbound traffic will be captured"),
-    flag(F::ServiceCidr, "istio-service-cidr", Some('i'), Str, "", Some("ISTIO_SERVICE_CIDR"),
-        "Comma separated list of IP ranges in CIDR form to redirect to envoy (optional). The wildcard character \"*\" can be used to redirect all outbound traffic. An empty list will disable all outbound redirection into Envoy"),
-    flag(F::ServiceExcludeCidr, "istio-service-exclude-cidr", Some('x'), Str, "", Some("ISTIO_SERVICE_EXCLUDE_CIDR"),
-        "Comma separated list of IP ranges in CIDR form to be excluded from redirection. Only applies when all  outbound traffic (i.e. \"*\") is being redirected (default to $ISTIO_SERVICE_EXCLUDE_CIDR)"),
-    flag(F::OutboundPorts, "istio-outbound-ports", Some('q'), Str, "", Some("ISTIO_OUTBOUND_PORTS"),
-        "Comma separated list of outbound ports to be explicitly included for redirection to Envoy"),
-    flag(F::LocalOutboundPortsExclude, "istio-local-outbound-ports-exclude", Some('o'), Str, "", Some("ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE"),
-        "Comma separated list of outbound ports to be excluded from redirection to Envoy"),
-    flag(F::KubeVirtInterfaces, "kube-virt-interfaces", Some('k'), Str, "", Some("KUBE_VIRT_INTERFACES"),
-        "Comma separated list of virtual interfaces whose inbound traffic (from VM) will be treated as outbound"),
-    flag(F::TproxyMark, "istio-inbound-tproxy-mark", Some('t'), Str, "1337", Some("ISTIO_INBOUND_TPROXY_MARK"),
-        "The packet mark used by TPROXY inbound interception"),
-    flag(F::TproxyRouteTable, "istio-inbound-tproxy-route-table", Some('r'), Str, "133", Some("ISTIO_INBOUND_TPROXY_ROUTE_TABLE"),
-        "The policy routing table used by TPROXY inbound interception"),
-    flag(F::DryRun, "dry-run", Some('n'), Bool, "false", Some("DRY_RUN"),
-        "Do not call any external dependencies like iptables"),
-    flag(F::ProbePort, "iptables-probe-port", None, U16, "15002", Some("IPTABLES_PROBE_PORT"),
-        "Set listen port for failure detection"),
-    flag(F::ProbeTimeout, "probe-timeout", None, Duration, "5s", Some("PROBE_TIMEOUT"),
-        "Failure detection timeout"),
-    flag(F::SkipRuleApply, "skip-rule-apply", None, Bool, "false", Some("SKIP_RULE_APPLY"),
-        "Skip iptables apply"),
-    flag(F::RunValidation, "run-validation", None, Bool, "false", Some("RUN_VALIDATION"),
-        "Validate iptables"),
-    with_additional_env(flag(F::RedirectDns, "redirect-dns", None, Bool, "false", Some("REDIRECT_DNS"),
-        "Enable capture of dns traffic by istio-agent"), "ISTIO_META_DNS_CAPTURE"),
-    with_additional_env(flag(F::DropInvalid, "drop-invalid", None, Bool, "false", Some("DROP_INVALID"),
-        "Enable invalid drop in the iptables rules"), "INVALID_DROP"),
-    with_additional_env(flag(F::DualStack, "dual-stack", None, Bool, "false", Some("DUAL_STACK"),
-        "Enable ipv4/ipv6 redirects for dual-stack."), "ISTIO_DUAL_STACK"),
-    flag(F::CaptureAllDns, "capture-all-dns", None, Bool, "false", Some("CAPTURE_ALL_DNS"),
-        "Instead of only capturing DNS traffic to DNS server IP, capture all DNS traffic at port 53. This setting is only effective when redirect dns is enabled."),
-    flag(F::NetworkNamespace, "network-namespace", None, Str, "", Some("NETWORK_NAMESPACE"),
-        "The network namespace that iptables rules should be applied to."),
-    flag(F::CniMode, "cni-mode", None, Bool, "false", Some("CNI_MODE"),
-        "Whether to run as CNI plugin."),
-    flag(F::Reconcile, "reconcile", None, Bool, "false", Some("RECONCILE"),
-        "Reconcile pre-existing and incompatible iptables rules instead of failing if drift is detected."),
-    flag(F::CleanupOnly, "cleanup-only", None, Bool, "false", Some("CLEANUP_ONLY"),
-        "Perform a forced cleanup without creating new iptables chains or rules."),
-    flag(F::ForceApply, "force-apply", None, Bool, "false", Some("FORCE_APPLY"),
-        "Apply iptables changes even if they appear to already be in place."),
-    flag(F::NativeNftables, "native-nftables", None, Bool, "false", Some("NATIVE_NFTABLES"),
-        "Use native nftables instead of iptables rules"),
-    flag(F::ForceIptablesBinary, "force-iptables-binary", None, Str, "", Some("FORCE_IPTABLES_BINARY"),
-        "Break-glass: force the iptables backend, \"legacy\" or \"nft\" (empty: detect)"),
-    in_group(flag(F::EnableInboundIpv6, "enable-inbound-ipv6", None, OptionalBool, "", Some("ENABLE_INBOUND_IPV6"),
-        "Force IPv6 rules on (true) or off (false) instead of detecting them from the interface addresses"), Group::Extension),
-    in_group(flag(F::ResolvConf, "resolv-conf", None, Str, "/etc/resolv.conf", None,
-        "The resolv.conf file whose nameservers DNS capture redirects"), Group::Extension),
-    logging(F::LogOutputLevel, "log_output_level", Str, "default:info",
-        "Comma-separated minimum per-scope logging level of messages to output, in the form of <scope>:<level>,<scope>:<level>,... where scope can be one of [default] and level can be one of [debug, info, warn, error, fatal, none]"),
-    logging(F::LogAsJson, "log_as_json", Bool, "false", "Whether to format output as JSON or in plain console-friendly format"),
-    logging(F::LogCaller, "log_caller", Str, "", "Comma-separated list of scopes for which to include caller information (accepted, ignored)"),
-    logging(F::LogStacktraceLevel, "log_stacktrace_level", Str, "default:none",
-        "Comma-separated minimum per-scope logging level at which stack traces are captured (accepted, ignored)"),
-    logging(F::LogTarget, "log_target", Str, "stdout",
-        "The set of paths where to output the log (accepted; logs always go to stderr because stdout carries the rules)"),
-    logging(F::LogRotate, "log_rotate", Str, "", "The path for the optional rotating log file (accepted, ignored)"),
-    logging(F::LogRotateMaxAge, "log_rotate_max_age", Int, "30", "The maximum age in days of a log file beyond which the file is rotated (accepted, ignored)"),
-    logging(F::LogRotateMaxSize, "log_rotate_max_size", Int, "104857600", "The maximum size in megabytes of a log file beyond which the file is rotated (accepted, ignored)"),
-    logging(F::LogRotateMaxBackups, "log_rotate_max_backups", Int, "1000", "The maximum number of log file backups to keep before older files are deleted (accepted, ignored)"),
-    logging(F::Vklog, "vklog", Int, "0", "number for the log level verbosity. Like -v flag. ex: --vklog=9 (accepted, ignored)"),
-];
-
+/// A flag's definition. The table is generated from the same rows as [`FlagId`], in the same
+/// order, so the index is always in range.
 pub fn def(id: FlagId) -> &'static FlagDef {
-    // FLAGS holds every FlagId exactly once (tested below), so the search always succeeds.
-    FLAGS.iter().find(|d| d.id == id).unwrap_or(&FLAGS[0])
+    &FLAG_TABLE[id as usize]
 }
 
-/// A flag's resolved value, after the command line, additional env, derived env and default.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Str(String),
-    Bool(bool),
-    OptionalBool(Option<bool>),
-    U16(u16),
-    Int(i64),
-    Duration(std::time::Duration),
-}
+/// The upstream source this clone matches: the istio/istio commit the parity tests' golden files
+/// come from.
+pub const UPSTREAM_ISTIO: &str = "istio/istio@86c9f01fd735 (2026-08-22)";
 
-/// Where a resolved value came from; the config stage names it in errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    CommandLine,
-    Env(&'static str),
-    Default,
-}
-
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    pub value: Value,
-    pub source: Source,
+/// `--version`: the crate version, the commit it was built from and [`UPSTREAM_ISTIO`]. The
+/// commit comes from `ISTIO_IPTABLES_COMMIT` at compile time (set by `build.rs` from git, or by
+/// the build environment), else `unknown`: a build without `.git` or `build.rs` still works.
+pub fn version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let commit = option_env!("ISTIO_IPTABLES_COMMIT").unwrap_or("unknown");
+        format!("{} (commit {commit}; matches {UPSTREAM_ISTIO})", env!("CARGO_PKG_VERSION"))
+    })
 }
 
 /// The outcome of parsing: either flags to run with, or text to print and leave.
 #[derive(Debug)]
 pub enum Parsed {
-    Run(Flags),
+    Run(Box<Flags>),
     Help(String),
     Version(String),
-}
-
-/// All flags resolved.
-#[derive(Debug, Clone)]
-pub struct Flags {
-    values: BTreeMap<FlagId, Resolved>,
-}
-
-impl Flags {
-    fn get(&self, id: FlagId) -> &Value {
-        // `parse` resolves every flag, so every id is present.
-        self.values.get(&id).map(|r| &r.value).unwrap_or(&Value::Bool(false))
-    }
-
-    pub fn string(&self, id: FlagId) -> &str {
-        match self.get(id) {
-            Value::Str(s) => s,
-            _ => "",
-        }
-    }
-
-    pub fn bool(&self, id: FlagId) -> bool {
-        matches!(self.get(id), Value::Bool(true))
-    }
-
-    pub fn optional_bool(&self, id: FlagId) -> Option<bool> {
-        match self.get(id) {
-            Value::OptionalBool(b) => *b,
-            _ => None,
-        }
-    }
-
-    pub fn u16(&self, id: FlagId) -> u16 {
-        match self.get(id) {
-            Value::U16(v) => *v,
-            _ => 0,
-        }
-    }
-
-    pub fn duration(&self, id: FlagId) -> std::time::Duration {
-        match self.get(id) {
-            Value::Duration(d) => *d,
-            _ => std::time::Duration::ZERO,
-        }
-    }
-
-    /// The name to put in an error about this flag's value: the variable it came from, or the
-    /// long flag.
-    pub fn setting_name(&self, id: FlagId) -> String {
-        match self.values.get(&id).map(|r| &r.source) {
-            Some(Source::Env(name)) => (*name).to_string(),
-            _ => format!("--{}", def(id).long),
-        }
-    }
 }
 
 /// The clap model built from [`FLAGS`]; also used to render the man page and completions.
 pub fn command() -> Command {
     let mut cmd = Command::new("istio-iptables")
         .about("Set up iptables (or nftables) rules to capture a pod's traffic for the Istio sidecar")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(version())
         .disable_version_flag(true)
         .args_override_self(true)
         .dont_delimit_trailing_values(true)
@@ -323,7 +353,7 @@ pub fn command() -> Command {
             Arg::new("version")
                 .long("version")
                 .action(ArgAction::Version)
-                .help("Print the version and exit (extension)"),
+                .help("Print the version, the commit and the upstream Istio source it matches, and exit (extension)"),
         )
         .arg(
             Arg::new("args")
@@ -334,7 +364,7 @@ pub fn command() -> Command {
                 .help("Ignored positional arguments (a leading istio-iptables word, for example)"),
         );
     for def in FLAGS {
-        let mut arg = Arg::new(def.long).long(def.long).help(def.help).action(ArgAction::Set);
+        let mut arg = Arg::new(def.long).long(def.long).help(annotated_help(def)).action(ArgAction::Set);
         if let Some(short) = def.short {
             arg = arg.short(short);
         }
@@ -352,6 +382,22 @@ pub fn command() -> Command {
         cmd = cmd.arg(arg);
     }
     cmd
+}
+
+/// The help text followed by the default (when it says something) and the environment
+/// variables, as `--help` and the man page show them.
+pub fn annotated_help(def: &FlagDef) -> String {
+    let mut help = def.help.to_string();
+    let has_default = !def.default.is_empty() && !matches!(def.kind, Kind::Bool | Kind::OptionalBool);
+    if has_default {
+        help.push_str(&format!(" [default: {}]", def.default));
+    }
+    match (def.env, def.additional_env) {
+        (Some(env), Some(alias)) => help.push_str(&format!(" [env: {env}, overridden by {alias}]")),
+        (Some(env), None) => help.push_str(&format!(" [env: {env}]")),
+        _ => {}
+    }
+    help
 }
 
 fn value_name(kind: Kind) -> &'static str {
@@ -374,70 +420,35 @@ where
             return match err.kind() {
                 clap::error::ErrorKind::DisplayHelp => Ok(Parsed::Help(err.render().to_string())),
                 clap::error::ErrorKind::DisplayVersion => Ok(Parsed::Version(err.render().to_string())),
-                _ => Err(Error::Usage(pflag_message(&err))),
+                _ => Err(pflag_error(err).into()),
             }
         }
     };
-    let mut values = BTreeMap::new();
-    for def in FLAGS {
-        values.insert(def.id, resolve(def, &matches, env)?);
-    }
-    Ok(Parsed::Run(Flags { values }))
+    Ok(Parsed::Run(Box::new(Flags::resolve(&matches, env)?)))
 }
 
-fn resolve(def: &FlagDef, matches: &ArgMatches, env: &BTreeMap<String, String>) -> Result<Resolved> {
+fn resolve<T: FlagValue>(
+    def: &'static FlagDef,
+    matches: &ArgMatches,
+    env: &BTreeMap<String, String>,
+) -> Result<Setting<T>> {
+    let invalid = |raw: &str, source| {
+        Error::from(UsageError::InvalidArgument { value: raw.to_string(), flag: flag_display(def), source })
+    };
     if matches.value_source(def.long) == Some(clap::parser::ValueSource::CommandLine) {
         let raw = matches.get_one::<String>(def.long).map(String::as_str).unwrap_or_default();
-        let value = parse_cli_value(def, raw)?;
-        return Ok(Resolved { value, source: Source::CommandLine });
+        let value = T::from_command_line(raw).map_err(|e| invalid(raw, e))?;
+        return Ok(Setting { value, source: Source::CommandLine, def });
     }
     for name in [def.additional_env, def.env].into_iter().flatten() {
-        if let Some(raw) = env.get(name) {
-            if let Some(value) = parse_env_value(def, raw) {
-                return Ok(Resolved { value, source: Source::Env(name) });
-            }
+        if let Some(value) = env.get(name).and_then(|raw| T::from_env(raw)) {
+            return Ok(Setting { value, source: Source::Env(name), def });
         }
     }
-    let value = match def.kind {
-        Kind::OptionalBool => Value::OptionalBool(None),
-        _ => parse_cli_value(def, def.default)?,
-    };
-    Ok(Resolved { value, source: Source::Default })
-}
-
-fn parse_cli_value(def: &FlagDef, raw: &str) -> Result<Value> {
-    let invalid =
-        |reason: String| Error::Usage(format!("invalid argument {raw:?} for \"{}\" flag: {reason}", flag_display(def)));
-    Ok(match def.kind {
-        Kind::Str => Value::Str(raw.to_string()),
-        Kind::Bool => Value::Bool(
-            gocompat::parse_go_bool(raw)
-                .ok_or_else(|| invalid(format!("strconv.ParseBool: parsing {raw:?}: invalid syntax")))?,
-        ),
-        Kind::OptionalBool => Value::OptionalBool(Some(
-            gocompat::parse_go_bool(raw)
-                .ok_or_else(|| invalid(format!("strconv.ParseBool: parsing {raw:?}: invalid syntax")))?,
-        )),
-        Kind::U16 => Value::U16(gocompat::parse_go_u16(raw).map_err(invalid)?),
-        Kind::Int => {
-            Value::Int(raw.parse().map_err(|_| invalid(format!("strconv.ParseInt: parsing {raw:?}: invalid syntax")))?)
-        }
-        Kind::Duration => Value::Duration(gocompat::parse_go_duration(raw).map_err(invalid)?),
-    })
-}
-
-/// Environment values follow upstream: a bad value still sets the flag (bool → false, uint16 →
-/// 0 or 65535, duration → 0). `None` means the value is ignored and the next source is used;
-/// only our `OptionalBool` extension does that, so an unparsable value falls back to detection.
-fn parse_env_value(def: &FlagDef, raw: &str) -> Option<Value> {
-    Some(match def.kind {
-        Kind::Str => Value::Str(raw.to_string()),
-        Kind::Bool => Value::Bool(gocompat::env_bool(raw)),
-        Kind::OptionalBool => Value::OptionalBool(Some(gocompat::parse_go_bool(raw)?)),
-        Kind::U16 => Value::U16(gocompat::env_u16(raw)),
-        Kind::Int => Value::Int(raw.parse().unwrap_or(0)),
-        Kind::Duration => Value::Duration(gocompat::env_duration(raw)),
-    })
+    // A default that does not parse is a bug in the table; it fails every run loudly (and the
+    // unit tests below), never silently.
+    let value = T::unset(def.default).map_err(|e| invalid(def.default, e))?;
+    Ok(Setting { value, source: Source::Default, def })
 }
 
 fn flag_display(def: &FlagDef) -> String {
@@ -448,36 +459,25 @@ fn flag_display(def: &FlagDef) -> String {
 }
 
 /// Turns clap's error into pflag's wording (what users of upstream grep their logs for).
-fn pflag_message(err: &clap::Error) -> String {
+fn pflag_error(err: clap::Error) -> UsageError {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let context = |kind| match err.get(kind) {
+    let invalid_arg = match err.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(s)) => Some(s.clone()),
         _ => None,
     };
-    match err.kind() {
-        ErrorKind::UnknownArgument => match context(ContextKind::InvalidArg) {
-            Some(arg) if arg.starts_with("--") => {
-                format!("unknown flag: {}", arg.split('=').next().unwrap_or(&arg))
-            }
-            Some(arg) => {
-                let short = arg.trim_start_matches('-').chars().next().unwrap_or('-');
-                format!("unknown shorthand flag: '{short}' in {arg}")
-            }
-            None => "unknown flag".to_string(),
-        },
-        ErrorKind::InvalidValue | ErrorKind::NoEquals | ErrorKind::TooFewValues => {
-            match context(ContextKind::InvalidArg) {
-                Some(arg) => format!("flag needs an argument: {}", arg.split_whitespace().next().unwrap_or(&arg)),
-                None => first_line(err),
-            }
+    match (err.kind(), invalid_arg) {
+        (ErrorKind::UnknownArgument, Some(arg)) if arg.starts_with("--") => {
+            UsageError::UnknownFlag(arg.split('=').next().unwrap_or(&arg).to_string())
         }
-        _ => first_line(err),
+        (ErrorKind::UnknownArgument, Some(arg)) => {
+            let short = arg.trim_start_matches('-').chars().next().unwrap_or('-');
+            UsageError::UnknownShorthand { short, arg }
+        }
+        (ErrorKind::InvalidValue | ErrorKind::NoEquals | ErrorKind::TooFewValues, Some(arg)) => {
+            UsageError::NeedsArgument(arg.split_whitespace().next().unwrap_or(&arg).to_string())
+        }
+        _ => UsageError::Parser(err),
     }
-}
-
-fn first_line(err: &clap::Error) -> String {
-    let text = err.render().to_string();
-    text.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()
 }
 
 #[cfg(test)]
@@ -488,7 +488,7 @@ mod tests {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let argv = std::iter::once("istio-iptables").chain(args.iter().copied());
         match parse(argv, &env).expect("parses") {
-            Parsed::Run(flags) => flags,
+            Parsed::Run(flags) => *flags,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -496,18 +496,31 @@ mod tests {
     fn usage_error(args: &[&str]) -> String {
         let argv = std::iter::once("istio-iptables").chain(args.iter().copied());
         match parse(argv, &BTreeMap::new()) {
-            Err(Error::Usage(msg)) => msg,
+            Err(err @ Error::Usage(_)) => err.to_string(),
             other => panic!("expected a usage error, got {other:?}"),
         }
     }
 
     #[test]
-    fn every_id_is_defined_once() {
-        let mut ids: Vec<_> = FLAGS.iter().map(|d| d.id).collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), FLAGS.len());
-        assert_eq!(ids.last(), Some(&FlagId::Vklog));
+    fn the_table_is_indexed_by_id() {
+        for (index, def) in FLAGS.iter().enumerate() {
+            assert_eq!(def.id as usize, index, "{}", def.long);
+            assert_eq!(super::def(def.id).long, def.long);
+        }
+        assert_eq!(FLAGS.len(), FLAG_COUNT);
+        assert_eq!(FLAGS.last().map(|d| d.id), Some(FlagId::Vklog));
+    }
+
+    #[test]
+    fn every_default_resolves_and_is_marked_as_default() {
+        let f = flags(&[], &[]);
+        assert_eq!(f.envoy_port.value, "15001");
+        assert_eq!(f.envoy_port.source, Source::Default);
+        assert_eq!(f.probe_timeout.value, Duration::from_secs(5));
+        assert_eq!(f.probe_port.value, 15002);
+        assert_eq!(f.log_rotate_max_size.value, 104_857_600);
+        assert_eq!(f.enable_inbound_ipv6.value, None);
+        assert!(!f.dry_run.value);
     }
 
     #[test]
@@ -516,6 +529,26 @@ mod tests {
             assert_eq!(def.env, Some(def.long.to_uppercase().replace('-', "_").as_str()), "{}", def.long);
         }
         assert_eq!(def(FlagId::EnvoyPort).env, None);
+    }
+
+    #[test]
+    fn help_shows_defaults_and_environment_variables() {
+        // Whitespace-insensitive: clap may wrap long lines to the terminal's width.
+        let help = command().render_help().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains("[default: 15006] [env: INBOUND_CAPTURE_PORT]"), "{help}");
+        assert!(help.contains("[env: REDIRECT_DNS, overridden by ISTIO_META_DNS_CAPTURE]"), "{help}");
+        assert!(help.contains("[default: 5s] [env: PROBE_TIMEOUT]"), "{help}");
+        assert!(!help.contains("$ENVOY_PORT"), "ENVOY_PORT is not read");
+        assert!(!help.contains("by default this is the Envoy port"));
+        assert!(help.contains("An empty list will disable inbound capture"));
+    }
+
+    #[test]
+    fn version_names_the_commit_and_the_upstream_source() {
+        let version = version();
+        assert!(version.starts_with(env!("CARGO_PKG_VERSION")), "{version}");
+        assert!(version.contains("(commit "), "{version}");
+        assert!(version.ends_with("; matches istio/istio@86c9f01fd735 (2026-08-22))"), "{version}");
     }
 
     #[test]
@@ -528,67 +561,79 @@ mod tests {
             &["-p=1"],
             &["-p", "9", "-p", "1"],
         ] {
-            assert_eq!(flags(args, &[]).string(FlagId::EnvoyPort), "1", "{args:?}");
+            assert_eq!(flags(args, &[]).envoy_port.value, "1", "{args:?}");
         }
-        assert_eq!(flags(&["-x", ""], &[]).string(FlagId::ServiceExcludeCidr), "");
-        assert_eq!(flags(&["-x", "-b"], &[]).string(FlagId::ServiceExcludeCidr), "-b");
+        assert_eq!(flags(&["-x", ""], &[]).service_exclude_cidr.value, "");
+        assert_eq!(flags(&["-x", "-b"], &[]).service_exclude_cidr.value, "-b");
     }
 
     #[test]
     fn booleans_take_attached_values_only() {
-        assert!(flags(&["--dry-run"], &[]).bool(FlagId::DryRun));
-        assert!(flags(&["-n"], &[]).bool(FlagId::DryRun));
-        assert!(!flags(&["--dry-run=false"], &[]).bool(FlagId::DryRun));
-        assert!(!flags(&["-n=F"], &[]).bool(FlagId::DryRun));
+        assert!(flags(&["--dry-run"], &[]).dry_run.value);
+        assert!(flags(&["-n"], &[]).dry_run.value);
+        assert!(!flags(&["--dry-run=false"], &[]).dry_run.value);
+        assert!(!flags(&["-n=F"], &[]).dry_run.value);
         // `false` becomes an ignored positional, as with pflag.
-        assert!(flags(&["--dry-run", "false"], &[]).bool(FlagId::DryRun));
-        assert!(usage_error(&["--dry-run=yes"]).contains("invalid argument \"yes\""));
+        assert!(flags(&["--dry-run", "false"], &[]).dry_run.value);
+        assert_eq!(
+            usage_error(&["--dry-run=yes"]),
+            "invalid argument \"yes\" for \"-n, --dry-run\" flag: strconv.ParseBool: parsing \"yes\": invalid syntax"
+        );
     }
 
     #[test]
     fn positionals_and_a_leading_subcommand_word_are_ignored() {
         let f = flags(&["istio-iptables", "-p", "1", "extra", "-z", "2", "--", "-q"], &[]);
-        assert_eq!(f.string(FlagId::EnvoyPort), "1");
-        assert_eq!(f.string(FlagId::InboundCapturePort), "2");
-        assert_eq!(f.string(FlagId::OutboundPorts), "");
+        assert_eq!(f.envoy_port.value, "1");
+        assert_eq!(f.inbound_capture_port.value, "2");
+        assert_eq!(f.outbound_ports.value, "");
     }
 
     #[test]
     fn env_precedence() {
         let f = flags(&[], &[("REDIRECT_DNS", "true"), ("ISTIO_META_DNS_CAPTURE", "false")]);
-        assert!(!f.bool(FlagId::RedirectDns));
+        assert!(!f.redirect_dns.value);
         let f = flags(&[], &[("REDIRECT_DNS", "true"), ("ISTIO_META_DNS_CAPTURE", "")]);
-        assert!(!f.bool(FlagId::RedirectDns), "an empty additional env is an invalid bool, i.e. false");
+        assert!(!f.redirect_dns.value, "an empty additional env is an invalid bool, i.e. false");
         let f = flags(&["--redirect-dns"], &[("ISTIO_META_DNS_CAPTURE", "false")]);
-        assert!(f.bool(FlagId::RedirectDns), "the command line wins");
+        assert!(f.redirect_dns.value, "the command line wins");
+        assert_eq!(f.redirect_dns.source, Source::CommandLine);
         let f = flags(&[], &[("DROP_INVALID", "1")]);
-        assert!(f.bool(FlagId::DropInvalid));
+        assert!(f.drop_invalid.value);
         let f = flags(&[], &[("ENVOY_PORT", "9")]);
-        assert_eq!(f.string(FlagId::EnvoyPort), "15001", "ENVOY_PORT is not bound");
+        assert_eq!(f.envoy_port.value, "15001", "ENVOY_PORT is not bound");
         let f = flags(&[], &[("ISTIO_INBOUND_TPROXY_MARK", "")]);
-        assert_eq!(f.string(FlagId::TproxyMark), "");
-        assert_eq!(f.setting_name(FlagId::TproxyMark), "ISTIO_INBOUND_TPROXY_MARK");
+        assert_eq!(f.tproxy_mark.value, "");
+        assert_eq!(f.tproxy_mark.name(), "ISTIO_INBOUND_TPROXY_MARK");
+        assert_eq!(flags(&[], &[]).tproxy_mark.name(), "--istio-inbound-tproxy-mark");
     }
 
     #[test]
     fn typed_env_values_follow_upstream_fallbacks() {
-        assert_eq!(flags(&[], &[("IPTABLES_PROBE_PORT", "nope")]).u16(FlagId::ProbePort), 0);
-        assert_eq!(flags(&[], &[("IPTABLES_PROBE_PORT", "70000")]).u16(FlagId::ProbePort), 65535);
-        assert_eq!(flags(&[], &[("IPTABLES_PROBE_PORT", "0x10")]).u16(FlagId::ProbePort), 16);
-        assert_eq!(flags(&[], &[("PROBE_TIMEOUT", "x")]).duration(FlagId::ProbeTimeout), std::time::Duration::ZERO);
-        assert_eq!(flags(&[], &[]).duration(FlagId::ProbeTimeout), std::time::Duration::from_secs(5));
+        assert_eq!(flags(&[], &[("IPTABLES_PROBE_PORT", "nope")]).probe_port.value, 0);
+        assert_eq!(flags(&[], &[("IPTABLES_PROBE_PORT", "70000")]).probe_port.value, 65535);
+        assert_eq!(flags(&[], &[("IPTABLES_PROBE_PORT", "0x10")]).probe_port.value, 16);
+        assert_eq!(flags(&[], &[("PROBE_TIMEOUT", "x")]).probe_timeout.value, Duration::ZERO);
+        assert_eq!(flags(&[], &[("PROBE_TIMEOUT", "2m")]).probe_timeout.value, Duration::from_secs(120));
         assert!(usage_error(&["--iptables-probe-port=70000"]).contains("out of range"));
-        assert!(usage_error(&["--probe-timeout=abc"]).contains("invalid argument"));
+        assert_eq!(
+            usage_error(&["--probe-timeout=abc"]),
+            "invalid argument \"abc\" for \"--probe-timeout\" flag: time: invalid duration \"abc\""
+        );
+        assert_eq!(
+            usage_error(&["--vklog=x"]),
+            "invalid argument \"x\" for \"--vklog\" flag: strconv.ParseInt: parsing \"x\": invalid syntax"
+        );
     }
 
     #[test]
     fn enable_inbound_ipv6_is_optional() {
-        assert_eq!(flags(&[], &[]).optional_bool(FlagId::EnableInboundIpv6), None);
-        assert_eq!(flags(&[], &[("ENABLE_INBOUND_IPV6", "true")]).optional_bool(FlagId::EnableInboundIpv6), Some(true));
-        assert_eq!(flags(&[], &[("ENABLE_INBOUND_IPV6", "maybe")]).optional_bool(FlagId::EnableInboundIpv6), None);
+        assert_eq!(flags(&[], &[]).enable_inbound_ipv6.value, None);
+        assert_eq!(flags(&[], &[("ENABLE_INBOUND_IPV6", "true")]).enable_inbound_ipv6.value, Some(true));
+        let ignored = flags(&[], &[("ENABLE_INBOUND_IPV6", "maybe")]).enable_inbound_ipv6;
+        assert_eq!((ignored.value, ignored.source), (None, Source::Default));
         assert_eq!(
-            flags(&["--enable-inbound-ipv6=false"], &[("ENABLE_INBOUND_IPV6", "true")])
-                .optional_bool(FlagId::EnableInboundIpv6),
+            flags(&["--enable-inbound-ipv6=false"], &[("ENABLE_INBOUND_IPV6", "true")]).enable_inbound_ipv6.value,
             Some(false)
         );
     }
@@ -596,15 +641,17 @@ mod tests {
     #[test]
     fn unknown_flags_use_pflag_wording() {
         assert_eq!(usage_error(&["--foo"]), "unknown flag: --foo");
+        assert_eq!(usage_error(&["--foo=1"]), "unknown flag: --foo");
         assert_eq!(usage_error(&["--iptables-trace-logging"]), "unknown flag: --iptables-trace-logging");
         assert_eq!(usage_error(&["-y"]), "unknown shorthand flag: 'y' in -y");
-        assert!(usage_error(&["--envoy-port"]).contains("flag needs an argument"));
+        assert!(usage_error(&["--envoy-port"]).starts_with("flag needs an argument: "));
     }
 
     #[test]
     fn logging_flags_are_accepted() {
         let f = flags(&["--log_output_level=default:debug", "--log_as_json", "--vklog=9", "--log_caller=default"], &[]);
-        assert_eq!(f.string(FlagId::LogOutputLevel), "default:debug");
-        assert!(f.bool(FlagId::LogAsJson));
+        assert_eq!(f.log_output_level.value, "default:debug");
+        assert!(f.log_as_json.value);
+        assert_eq!(f.vklog.value, 9);
     }
 }

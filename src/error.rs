@@ -1,7 +1,12 @@
-//! The one error type. Every failure the tool can report is a variant here, and each variant
-//! knows the exit code upstream uses for it.
+//! The one error type. Every failure the tool can report is a variant here (or a typed error one
+//! wraps), each keeps its cause as `#[source]`, and each knows the exit code upstream uses for it.
+//! The text a person sees is rendered once, by `main`, from `Display`.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
+
+use crate::gocompat::{DurationError, ParseBoolError, ParseIntError, ParseUintError, PrefixError};
+use crate::validation::ProbeError;
 
 /// Exit codes as upstream's `pilot-agent istio-iptables` uses them.
 pub mod exit_code {
@@ -17,8 +22,8 @@ pub mod exit_code {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The command line could not be parsed (unknown flag, missing or unparsable value).
-    #[error("{0}")]
-    Usage(String),
+    #[error(transparent)]
+    Usage(#[from] UsageError),
 
     /// A value that would otherwise be copied into a rule is not what its setting means.
     #[error("invalid value {value:?} for {setting}: {reason}")]
@@ -26,18 +31,20 @@ pub enum Error {
         /// The long flag (`--istio-inbound-ports`) or environment variable that carried it.
         setting: String,
         value: String,
-        reason: String,
+        #[source]
+        reason: ValueError,
     },
 
-    /// One of upstream's own configuration checks failed; the text is upstream's message.
-    #[error("{0}")]
-    Config(String),
+    /// One of upstream's own configuration checks failed, or the host cannot support the
+    /// configuration; the text is upstream's message.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 
     #[error("failed to load {path}: {source}", path = path.display())]
     ReadFile {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
 
     #[error("failed to write {path}: {source}", path = path.display())]
@@ -50,13 +57,15 @@ pub enum Error {
     #[error("failed to write the rules to stdout: {0}")]
     Stdout(#[source] std::io::Error),
 
-    /// Applying rules, routes or namespaces failed at run time.
+    /// `--run-validation` failed: upstream's message, whatever the probe's reason.
+    #[error("{}", crate::validation::FAILURE_MESSAGE)]
+    Validation(#[source] ProbeError),
+
+    /// Applying rules, routes or namespaces failed at run time (`src/exec` call sites, which get
+    /// typed variants of their own below).
     #[error("{0}")]
     Apply(String),
-
-    /// `--run-validation` failed.
-    #[error("{0}")]
-    Validation(String),
+    // Exec-related variants (the apply seam) go in their own block below this line.
 }
 
 impl Error {
@@ -73,9 +82,144 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(setting: &str, value: &str, reason: impl Into<String>) -> Self {
+    /// A value that is not what its setting means; `reason` says what was expected.
+    pub(crate) fn invalid(setting: &str, value: &str, reason: impl Into<ValueError>) -> Self {
         Error::InvalidValue { setting: setting.to_string(), value: value.to_string(), reason: reason.into() }
     }
 }
 
+/// pflag's command-line errors, worded as pflag words them.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("unknown flag: {0}")]
+    UnknownFlag(String),
+    #[error("unknown shorthand flag: '{short}' in {arg}")]
+    UnknownShorthand { short: char, arg: String },
+    #[error("flag needs an argument: {0}")]
+    NeedsArgument(String),
+    #[error("invalid argument {value:?} for \"{flag}\" flag: {source}")]
+    InvalidArgument {
+        value: String,
+        /// `-p, --envoy-port` or `--probe-timeout`, as pflag names a flag.
+        flag: String,
+        #[source]
+        source: FlagValueError,
+    },
+    #[error("invalid output level '{0}'")]
+    InvalidOutputLevel(String),
+    /// Any other parser error, as the first line of clap's own message.
+    #[error("{}", first_line(.0))]
+    Parser(#[source] clap::Error),
+}
+
+fn first_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    text.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()
+}
+
+/// Why a typed flag's command-line value does not parse (Go's message).
+#[derive(Debug, thiserror::Error)]
+pub enum FlagValueError {
+    #[error(transparent)]
+    Bool(#[from] ParseBoolError),
+    #[error(transparent)]
+    Uint(#[from] ParseUintError),
+    #[error(transparent)]
+    Int(#[from] ParseIntError),
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+}
+
+/// Why a value is not what its setting means.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// The value is not of the expected shape; the text says what is expected.
+    #[error("{0}")]
+    Expected(&'static str),
+    /// A CIDR that Go's `netip.ParsePrefix` rejects, with Go's message.
+    #[error(transparent)]
+    Prefix(Box<PrefixError>),
+}
+
+impl From<PrefixError> for ValueError {
+    fn from(err: PrefixError) -> Self {
+        ValueError::Prefix(Box::new(err))
+    }
+}
+
+impl From<&'static str> for ValueError {
+    fn from(expected: &'static str) -> Self {
+        ValueError::Expected(expected)
+    }
+}
+
+/// Upstream's own configuration checks, and host facts the configuration cannot work with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid FORCE_IPTABLES_BINARY value {0:?}")]
+    ForceIptablesBinary(String),
+    #[error(
+        "number of owner groups whose outgoing traffic should be redirected to Envoy cannot exceed {limit}, got {count}: [{listed}]"
+    )]
+    TooManyOwnerGroups { limit: usize, count: usize, listed: String },
+    #[error("invalid value for OUTBOUND_IP_RANGES_EXCLUDE")]
+    ExcludeWildcard,
+    #[error("failed to parse CIDR {raw}: {source}")]
+    LoopbackCidrSyntax {
+        raw: String,
+        #[source]
+        source: Box<PrefixError>,
+    },
+    #[error("expected valid IPv4 loopback address in CIDR {raw}; found {found}")]
+    LoopbackCidrNotLoopback { raw: String, found: IpAddr },
+    #[error("expected CIDR {raw} to have mask in range [8, 32]; found {prefix_len}")]
+    LoopbackCidrMask { raw: String, prefix_len: u8 },
+    #[error("no valid local IP address found")]
+    NoValidLocalAddress,
+    #[error("failed to list interface addresses: {0}")]
+    ListAddresses(#[source] nix::Error),
+}
+
+/// Why a host file (resolv.conf, `/etc/passwd`, `/etc/group`) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A FIFO, device or directory: reading it could block forever or never end.
+    #[error("not a regular file ({0})")]
+    NotRegularFile(&'static str),
+    #[error("larger than the {limit}-byte limit for host files")]
+    TooLarge { limit: u64 },
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_error_has_its_exit_code() {
+        let usage: Error = UsageError::UnknownFlag("--foo".into()).into();
+        assert_eq!((usage.exit_code(), usage.to_string()), (255, "unknown flag: --foo".to_string()));
+        let config: Error = ConfigError::ExcludeWildcard.into();
+        assert_eq!(config.exit_code(), 1);
+        assert_eq!(Error::Validation(ProbeError::Timeout).exit_code(), 126);
+        let invalid = Error::invalid("--envoy-port", "x", "expected a port");
+        assert_eq!(invalid.to_string(), "invalid value \"x\" for --envoy-port: expected a port");
+        assert_eq!(invalid.exit_code(), 1);
+    }
+
+    #[test]
+    fn sources_are_kept() {
+        use std::error::Error as _;
+        let read = Error::ReadFile {
+            path: "/etc/resolv.conf".into(),
+            source: ReadError::Io(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        };
+        assert!(read.source().is_some());
+        assert!(read.to_string().starts_with("failed to load /etc/resolv.conf: "), "{read}");
+        let validation = Error::Validation(ProbeError::Timeout);
+        assert_eq!(validation.source().map(ToString::to_string), Some("validation timeout".to_string()));
+    }
+}

@@ -1,15 +1,120 @@
 //! Facts read from the host: passwd/group entries, resolv.conf nameservers and the netns's
 //! interface addresses.
 //!
+//! Reading ([`HostFacts::read`]) is kept apart from deciding: the configuration stage is a pure
+//! function of the flags and a [`HostFacts`] value, so tests and benchmarks can inject any host.
+//!
 //! Nothing here goes through NSS, so a statically linked binary sees the same answers as a
 //! dynamically linked one (upstream is a static Go binary with the same property).
 
+use std::fs::OpenOptions;
+use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::sys::socket::SockaddrStorage;
 
+use crate::error::{ConfigError, Error, ReadError, Result};
 use crate::gocompat::parse_go_addr;
+
+/// The largest host file (`/etc/passwd`, `/etc/group` via [`lookup_gid`], resolv.conf) the tool
+/// reads. Real ones are
+/// a few KiB; the cap keeps a misconfigured path (`/dev/zero`, a huge log) from exhausting an
+/// init container's memory limit.
+pub const MAX_HOST_FILE_BYTES: u64 = 1 << 20;
+
+/// Where the host facts live; tests point these elsewhere.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    pub passwd: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        HostPaths { passwd: PathBuf::from("/etc/passwd") }
+    }
+}
+
+/// What a configuration needs to know about the host; decided from the flags alone, so that
+/// nothing is read that upstream would not read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostNeeds {
+    /// `/etc/passwd`, to find `$ENVOY_USER`'s uid when `--proxy-uid` is empty.
+    pub passwd: bool,
+    /// The interface addresses, to decide IPv6 when `ENABLE_INBOUND_IPV6` does not.
+    pub interface_addresses: bool,
+    /// The resolv.conf whose nameservers DNS capture redirects.
+    pub resolv_conf: Option<PathBuf>,
+}
+
+/// The host as the configuration sees it. Only what [`HostNeeds`] asked for is filled in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    /// `/etc/passwd` contents; `None` when not needed or not readable (the uid then falls back
+    /// to 1337, as upstream's lookup failure does).
+    pub passwd: Option<String>,
+    /// The netns's interface addresses in kernel order, every interface including `lo`.
+    pub interface_addresses: Vec<IpAddr>,
+    /// resolv.conf contents (lossily decoded: a comment in another encoding must not make the
+    /// file unreadable).
+    pub resolv_conf: Option<String>,
+}
+
+impl HostFacts {
+    /// Reads what `needs` asks for. A missing or unreadable passwd file is not an error (the uid
+    /// falls back); one that is not a regular file or is over the size cap is.
+    pub fn read(needs: &HostNeeds, paths: &HostPaths) -> Result<HostFacts> {
+        let mut facts = HostFacts::default();
+        if needs.passwd {
+            facts.passwd = match read_host_file(&paths.passwd) {
+                Ok(text) => Some(text),
+                Err(ReadError::Io(err)) => {
+                    tracing::debug!("cannot read {}: {err}; using the default proxy uid", paths.passwd.display());
+                    None
+                }
+                Err(source) => return Err(Error::ReadFile { path: paths.passwd.clone(), source }),
+            };
+        }
+        if needs.interface_addresses {
+            facts.interface_addresses = interface_addresses().map_err(ConfigError::ListAddresses)?;
+        }
+        if let Some(path) = &needs.resolv_conf {
+            let text = read_host_file(path).map_err(|source| Error::ReadFile { path: path.clone(), source })?;
+            facts.resolv_conf = Some(text);
+        }
+        Ok(facts)
+    }
+}
+
+/// Reads a host file, refusing anything that is not a regular file (a FIFO would block, a device
+/// like `/dev/zero` never ends) or is larger than [`MAX_HOST_FILE_BYTES`], in bounded memory.
+/// Non-UTF-8 bytes are replaced, not fatal.
+pub fn read_host_file(path: &Path) -> Result<String, ReadError> {
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+    let file = OpenOptions::new().read(true).custom_flags(OFlag::O_NONBLOCK.bits()).open(path)?;
+    let file_type = file.metadata()?.file_type();
+    if !file_type.is_file() {
+        let kind = match () {
+            () if file_type.is_dir() => "a directory",
+            () if file_type.is_fifo() => "a FIFO",
+            () if file_type.is_char_device() => "a character device",
+            () if file_type.is_block_device() => "a block device",
+            () if file_type.is_socket() => "a socket",
+            () => "a special file",
+        };
+        return Err(ReadError::NotRegularFile(kind));
+    }
+    // One byte past the cap tells "exactly at the cap" from "over it", even if the file grows
+    // between the stat and the read.
+    let mut bytes = Vec::new();
+    file.take(MAX_HOST_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_HOST_FILE_BYTES {
+        return Err(ReadError::TooLarge { limit: MAX_HOST_FILE_BYTES });
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
 
 /// Looks up a user's numeric uid by name in a passwd-format file
 /// (`name:pw:uid:gid:gecos:home:shell`). Used for `ENVOY_USER`; the caller falls back to 1337.
@@ -18,8 +123,12 @@ use crate::gocompat::parse_go_addr;
 /// line only counts if it has all seven fields, its name does not start with `+`/`-` (NIS
 /// entries), and both uid and gid are integers. The first such line for the name decides.
 pub fn lookup_uid(passwd_path: &Path, user: &str) -> Option<u32> {
-    let text = read_lossy(passwd_path)?;
-    let uid = colon_file_lines(&text).find_map(|line| {
+    uid_in_passwd(&read_host_file(passwd_path).ok()?, user)
+}
+
+/// [`lookup_uid`] over passwd-format text.
+pub fn uid_in_passwd(text: &str, user: &str) -> Option<u32> {
+    let uid = colon_file_lines(text).find_map(|line| {
         let fields: Vec<&str> = line.splitn(7, ':').collect();
         let [name, _, uid, gid, _, _, _] = fields[..] else {
             return None;
@@ -32,8 +141,12 @@ pub fn lookup_uid(passwd_path: &Path, user: &str) -> Option<u32> {
 /// Looks up a group's numeric gid by name in an `/etc/group`-format file
 /// (`name:pw:gid:members`), with the same line rules as [`lookup_uid`].
 pub fn lookup_gid(group_path: &Path, group: &str) -> Option<u32> {
-    let text = read_lossy(group_path)?;
-    let gid = colon_file_lines(&text).find_map(|line| {
+    gid_in_group_file(&read_host_file(group_path).ok()?, group)
+}
+
+/// [`lookup_gid`] over group-format text.
+pub fn gid_in_group_file(text: &str, group: &str) -> Option<u32> {
+    let gid = colon_file_lines(text).find_map(|line| {
         let fields: Vec<&str> = line.splitn(4, ':').collect();
         let [name, _, gid, _] = fields[..] else {
             return None;
@@ -41,12 +154,6 @@ pub fn lookup_gid(group_path: &Path, group: &str) -> Option<u32> {
         (is_lookup_name(name, group) && is_go_int(gid)).then_some(gid)
     })?;
     gid.parse().ok()
-}
-
-/// Real passwd files may hold stray non-UTF-8 bytes (e.g. in gecos); they must not hide the
-/// entries around them.
-fn read_lossy(path: &Path) -> Option<String> {
-    std::fs::read(path).ok().map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn colon_file_lines(text: &str) -> impl Iterator<Item = &str> {
@@ -63,7 +170,7 @@ fn is_go_int(s: &str) -> bool {
     s.parse::<i64>().is_ok()
 }
 
-/// resolv.conf nameservers (rules.md §1.7): each line is split on whitespace, and a line whose
+/// resolv.conf nameservers (upstream `tools/common/config`, via miekg/dns): each line is split on whitespace, and a line whose
 /// first field is exactly `nameserver` contributes its second field verbatim. Order and
 /// duplicates are kept and there is no limit of three.
 ///
@@ -88,7 +195,7 @@ pub struct DnsServers {
     pub v6: Vec<Ipv6Addr>,
 }
 
-/// Splits nameserver entries by family (rules.md §1.7 step 3). IPv4-mapped IPv6 stays IPv6.
+/// Splits nameserver entries by family (upstream `tools/common/config`). IPv4-mapped IPv6 stays IPv6.
 ///
 /// Unparsable entries are dropped as upstream does. An IPv6 entry's zone is dropped (the server
 /// is kept): upstream copies the zone into an iptables `-d` argument, which iptables-restore
@@ -110,26 +217,17 @@ pub fn split_dns_servers(entries: &[String]) -> DnsServers {
     servers
 }
 
-/// Why IPv6 detection failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DetectError {
-    #[error("no valid local IP address found")]
-    NoValidAddress,
-    #[error("failed to list interface addresses: {0}")]
-    List(String),
-}
-
-/// Upstream's IPv6 decision (rules.md §1.6, apply.md §1.2 step 4) over addresses in kernel
-/// order. Returns `(host_ip, enable_ipv6)`.
+/// Upstream's IPv6 decision (`tools/common/config`, `pkg/util/net/ip.go`) over addresses in kernel
+/// order. Returns `(host_ip, enable_ipv6)`, or `None` when no address is usable.
 ///
 /// IPv4-mapped addresses are unmapped; loopback, link-local unicast and link-local multicast
 /// addresses are skipped. Without dual stack the first remaining address decides; with it,
 /// IPv6 is enabled if any remaining address is IPv6. The host IP is the first remaining address.
-pub fn decide_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Result<(IpAddr, bool), DetectError> {
+pub fn decide_ipv6(addrs: &[IpAddr], dual_stack: bool) -> Option<(IpAddr, bool)> {
     let mut usable = addrs.iter().map(IpAddr::to_canonical).filter(|addr| !is_host_local(addr));
-    let host_ip = usable.next().ok_or(DetectError::NoValidAddress)?;
+    let host_ip = usable.next()?;
     let enable_ipv6 = host_ip.is_ipv6() || (dual_stack && usable.any(|addr| addr.is_ipv6()));
-    Ok((host_ip, enable_ipv6))
+    Some((host_ip, enable_ipv6))
 }
 
 /// Go's `IsLoopback || IsLinkLocalUnicast || IsLinkLocalMulticast` on an unmapped address.
@@ -147,13 +245,9 @@ fn is_host_local(addr: &IpAddr) -> bool {
 }
 
 /// Lists the current netns's interface addresses (IPv4 and IPv6, every interface including
-/// `lo` and down ones, in the order the kernel returns them) and applies [`decide_ipv6`].
-pub fn detect_ipv6(dual_stack: bool) -> Result<(IpAddr, bool), DetectError> {
-    let addrs: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
-        .map_err(|err| DetectError::List(err.to_string()))?
-        .filter_map(|ifa| ifa.address.as_ref().and_then(sockaddr_ip))
-        .collect();
-    decide_ipv6(&addrs, dual_stack)
+/// `lo` and down ones, in the order the kernel returns them).
+pub fn interface_addresses() -> Result<Vec<IpAddr>, nix::Error> {
+    Ok(nix::ifaddrs::getifaddrs()?.filter_map(|ifa| ifa.address.as_ref().and_then(sockaddr_ip)).collect())
 }
 
 fn sockaddr_ip(addr: &SockaddrStorage) -> Option<IpAddr> {
@@ -300,19 +394,19 @@ nameserver 5.5.5.5";
     #[test]
     fn ipv6_decision_without_dual_stack_uses_first_usable_address() {
         let pod = ips(&["127.0.0.1", "10.244.0.5", "::1", "fd00::5", "fe80::1"]);
-        assert_eq!(decide_ipv6(&pod, false), Ok(("10.244.0.5".parse().unwrap(), false)));
+        assert_eq!(decide_ipv6(&pod, false), Some(("10.244.0.5".parse().unwrap(), false)));
         let v6_only = ips(&["127.0.0.1", "::1", "fd00::5", "fe80::1"]);
-        assert_eq!(decide_ipv6(&v6_only, false), Ok(("fd00::5".parse().unwrap(), true)));
+        assert_eq!(decide_ipv6(&v6_only, false), Some(("fd00::5".parse().unwrap(), true)));
     }
 
     #[test]
     fn ipv6_decision_with_dual_stack_scans_for_any_ipv6() {
         let pod = ips(&["127.0.0.1", "10.244.0.5", "10.1.0.1", "::1", "fd00::5", "fe80::1"]);
-        assert_eq!(decide_ipv6(&pod, true), Ok(("10.244.0.5".parse().unwrap(), true)));
+        assert_eq!(decide_ipv6(&pod, true), Some(("10.244.0.5".parse().unwrap(), true)));
         let v4_only = ips(&["10.244.0.5", "fe80::1"]);
-        assert_eq!(decide_ipv6(&v4_only, true), Ok(("10.244.0.5".parse().unwrap(), false)));
+        assert_eq!(decide_ipv6(&v4_only, true), Some(("10.244.0.5".parse().unwrap(), false)));
         let v6_first = ips(&["fd00::5", "10.0.0.1"]);
-        assert_eq!(decide_ipv6(&v6_first, true), Ok(("fd00::5".parse().unwrap(), true)));
+        assert_eq!(decide_ipv6(&v6_first, true), Some(("fd00::5".parse().unwrap(), true)));
     }
 
     #[test]
@@ -330,8 +424,8 @@ nameserver 5.5.5.5";
             "::ffff:127.0.0.1",
             "::ffff:169.254.0.1",
         ]);
-        assert_eq!(decide_ipv6(&skipped, true), Err(DetectError::NoValidAddress));
-        assert_eq!(decide_ipv6(&[], false), Err(DetectError::NoValidAddress));
+        assert_eq!(decide_ipv6(&skipped, true), None);
+        assert_eq!(decide_ipv6(&[], false), None);
 
         let kept = ["::6", "240.240.240.240", "169.253.0.1", "224.0.1.1", "fec0::1", "ff05::1", "::ffff:0:0"];
         for addr in kept {
@@ -343,13 +437,7 @@ nameserver 5.5.5.5";
     #[test]
     fn ipv6_decision_unmaps_ipv4_mapped_addresses() {
         let mapped = ips(&["::ffff:10.0.0.1", "fd00::1"]);
-        assert_eq!(decide_ipv6(&mapped, false), Ok(("10.0.0.1".parse().unwrap(), false)));
-    }
-
-    #[test]
-    fn detect_error_messages() {
-        assert_eq!(DetectError::NoValidAddress.to_string(), "no valid local IP address found");
-        assert_eq!(DetectError::List("EPERM".into()).to_string(), "failed to list interface addresses: EPERM");
+        assert_eq!(decide_ipv6(&mapped, false), Some(("10.0.0.1".parse().unwrap(), false)));
     }
 
     #[test]
@@ -365,11 +453,54 @@ nameserver 5.5.5.5";
     }
 
     #[test]
-    fn detect_ipv6_reads_this_netns() {
-        // The sandbox's addresses are unknown; only listing itself must work.
-        match detect_ipv6(true) {
-            Ok(_) | Err(DetectError::NoValidAddress) => {}
-            Err(err) => panic!("unexpected error: {err}"),
-        }
+    fn interface_addresses_lists_this_netns() {
+        // The sandbox's addresses are unknown, but every netns has `lo` with 127.0.0.1 (or none
+        // at all when `lo` is down and unconfigured); listing itself must work.
+        let addrs = interface_addresses().expect("getifaddrs");
+        assert!(addrs.iter().all(|a| a.is_ipv4() || a.is_ipv6()));
+    }
+
+    #[test]
+    fn host_files_are_read_whole_up_to_the_cap() {
+        let file = file_with(b"nameserver 10.0.0.10\n\xff# not utf-8\n");
+        assert_eq!(read_host_file(file.path()).unwrap(), "nameserver 10.0.0.10\n\u{fffd}# not utf-8\n");
+        let at_cap = file_with(&vec![b'#'; MAX_HOST_FILE_BYTES as usize]);
+        assert_eq!(read_host_file(at_cap.path()).unwrap().len() as u64, MAX_HOST_FILE_BYTES);
+        let over = file_with(&vec![b'#'; MAX_HOST_FILE_BYTES as usize + 1]);
+        let err = read_host_file(over.path()).unwrap_err();
+        assert!(matches!(err, ReadError::TooLarge { limit: MAX_HOST_FILE_BYTES }), "{err:?}");
+        assert_eq!(err.to_string(), "larger than the 1048576-byte limit for host files");
+    }
+
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let err = read_host_file(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(err.to_string(), "not a regular file (a character device)");
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_host_file(dir.path()).unwrap_err().to_string(), "not a regular file (a directory)");
+        // A FIFO with no writer: a blocking open would hang this test forever.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(read_host_file(&fifo).unwrap_err().to_string(), "not a regular file (a FIFO)");
+        assert!(matches!(read_host_file(&dir.path().join("missing")), Err(ReadError::Io(_))));
+    }
+
+    #[test]
+    fn facts_are_read_only_when_needed() {
+        let paths = HostPaths { passwd: "/dev/zero".into() };
+        assert_eq!(HostFacts::read(&HostNeeds::default(), &paths).unwrap(), HostFacts::default());
+        let needs = HostNeeds { passwd: true, ..HostNeeds::default() };
+        let err = HostFacts::read(&needs, &paths).unwrap_err().to_string();
+        assert_eq!(err, "failed to load /dev/zero: not a regular file (a character device)");
+        let missing = HostPaths { passwd: "/nonexistent/passwd".into() };
+        assert_eq!(HostFacts::read(&needs, &missing).unwrap().passwd, None, "a missing passwd falls back");
+        let resolv = file_with(b"nameserver 1.1.1.1\n");
+        let needs = HostNeeds { resolv_conf: Some(resolv.path().to_path_buf()), ..HostNeeds::default() };
+        let facts = HostFacts::read(&needs, &missing).unwrap();
+        assert_eq!(facts.resolv_conf.as_deref(), Some("nameserver 1.1.1.1\n"));
+        let needs = HostNeeds { resolv_conf: Some("/dev/zero".into()), ..HostNeeds::default() };
+        let err = HostFacts::read(&needs, &missing).unwrap_err();
+        assert_eq!(err.to_string(), "failed to load /dev/zero: not a regular file (a character device)");
+        assert_eq!(err.exit_code(), 1);
     }
 }

@@ -20,9 +20,10 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 
-use cli::{FlagId, Parsed};
-use config::{Config, HostPaths};
+use cli::Parsed;
+use config::Config;
 pub use error::{Error, Result};
+use host::{HostFacts, HostPaths};
 
 /// Runs the tool: parse, load the configuration, then print or apply the rules.
 pub fn run<I, T>(argv: I, env: &BTreeMap<String, String>, stdout: &mut dyn Write) -> Result<()>
@@ -36,16 +37,16 @@ where
             return stdout.write_all(text.as_bytes()).map_err(Error::Stdout);
         }
     };
-    let level = logging::parse_output_level(flags.string(FlagId::LogOutputLevel))?;
-    logging::init(level, flags.bool(FlagId::LogAsJson));
-    // Before the configuration is loaded: IPv6 detection reads the interface addresses of the
-    // namespace it runs in. A dry run changes nothing, so it stays where it is (and needs no
-    // privilege).
-    let namespace = flags.string(FlagId::NetworkNamespace);
-    if !namespace.is_empty() && !flags.bool(FlagId::DryRun) {
+    let level = logging::parse_output_level(&flags.log_output_level.value)?;
+    logging::init(level, flags.log_as_json.value);
+    // Before the host is read: IPv6 detection reads the interface addresses of the namespace it
+    // runs in. A dry run changes nothing, so it stays where it is (and needs no privilege).
+    let namespace = &flags.network_namespace.value;
+    if !namespace.is_empty() && !flags.dry_run.value {
         exec::netns::enter(std::path::Path::new(namespace))?;
     }
-    let config = Config::load(&flags, env, &HostPaths::default())?;
+    let host = HostFacts::read(&Config::host_needs(&flags, env), &HostPaths::default())?;
+    let config = Config::build(&flags, env, &host)?;
     // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
     // CNI `istio-validation` container); a failed rule stage never reaches it.
     exec::execute(&config, stdout)?;

@@ -10,7 +10,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::error::{Error, Result};
+use crate::error::{Result, UsageError};
+use crate::gocompat::json_quote;
 
 /// The `default` scope's level from `--log_output_level` (`info`, `default:debug`,
 /// `ads:warn,default:info`). `None` turns logging off.
@@ -24,7 +25,7 @@ pub fn parse_output_level(spec: &str) -> Result<Option<Level>> {
             "warn" => Some(Level::WARN),
             "error" | "fatal" => Some(Level::ERROR),
             "none" => None,
-            other => return Err(Error::Usage(format!("invalid output level '{other}'"))),
+            other => return Err(UsageError::InvalidOutputLevel(other.to_string()).into()),
         };
         if scope == "default" {
             level = parsed;
@@ -77,29 +78,11 @@ where
         };
         let time = utc_timestamp(SystemTime::now());
         if self.json {
-            writeln!(writer, "{{\"level\":\"{level}\",\"time\":\"{time}\",\"msg\":{}}}", json_string(&message.0))
+            writeln!(writer, "{{\"level\":\"{level}\",\"time\":\"{time}\",\"msg\":{}}}", json_quote(&message.0))
         } else {
             writeln!(writer, "{time}\t{level}\t{}", message.0)
         }
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// `2006-01-02T15:04:05.000000Z`, computed here to avoid a date-time dependency.
@@ -150,10 +133,5 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_micros(1_782_000_000_123_456);
         assert_eq!(utc_timestamp(t), "2026-06-21T00:00:00.123456Z");
         assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
-    }
-
-    #[test]
-    fn json_escaping() {
-        assert_eq!(json_string("a\"b\n\\"), "\"a\\\"b\\n\\\\\"");
     }
 }

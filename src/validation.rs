@@ -1,5 +1,5 @@
 //! `--run-validation`: prove that the capture rules are live by sending ourselves a connection
-//! that only the rules can deliver (apply.md §5).
+//! that only the rules can deliver (upstream `tools/istio-iptables/pkg/validation`).
 //!
 //! The validator listens where Envoy would (the proxy ports on loopback) and dials `127.0.0.6`
 //! (`::6`) on the probe port, where nothing listens. Only the `ISTIO_OUTPUT -o lo ... --uid-owner
@@ -163,7 +163,7 @@ pub fn run(config: &Config) -> Result<()> {
             if err != ProbeError::Timeout {
                 tracing::error!("Validation failed: {err}");
             }
-            Err(Error::Validation(FAILURE_MESSAGE.to_string()))
+            Err(Error::Validation(err))
         }
     }
 }
@@ -274,7 +274,7 @@ mod tests {
             crate::cli::Parsed::Run(flags) => flags,
             other => panic!("{other:?}"),
         };
-        Config::load(&flags, &env, &crate::config::HostPaths::default()).unwrap()
+        Config::build(&flags, &env, &crate::host::HostFacts::default()).unwrap()
     }
 
     #[test]

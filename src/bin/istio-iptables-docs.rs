@@ -1,27 +1,52 @@
 //! Generates the man page and shell completions for `istio-iptables` from the same clap model
 //! that parses its command line (`istio_iptables::cli::command`), so they cannot drift.
 //!
-//! A separate binary keeps clap_mangen and clap_complete out of the binary that runs in every
-//! pod's init container.
+//! A separate binary behind the `docs` feature keeps clap_mangen and clap_complete out of the
+//! binary that runs in every pod's init container (and out of its dependency set).
 //!
 //! ```text
+//! cargo run --features docs --bin istio-iptables-docs -- all target/docs
 //! istio-iptables-docs man                         # roff man page on stdout
 //! istio-iptables-docs completions bash|zsh|fish   # completion script on stdout
 //! istio-iptables-docs all DIR                     # all of them as files in DIR
 //! ```
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Command;
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, roman, Roff};
-use istio_iptables::cli::{FlagDef, Kind, FLAGS};
 use istio_iptables::error::exit_code;
 
 const BIN: &str = "istio-iptables";
 const USAGE: &str = "usage: istio-iptables-docs man | completions <bash|zsh|fish> | all <DIR>";
+
+/// Why the generator failed; printed after `istio-iptables-docs: `, exit 2.
+#[derive(Debug, thiserror::Error)]
+enum DocsError {
+    #[error("{USAGE}")]
+    Usage,
+    #[error("unsupported shell {0:?}; expected bash, zsh or fish")]
+    UnsupportedShell(String),
+    #[error("rendering the man page: {0}")]
+    Render(#[source] std::io::Error),
+    #[error("creating {path}: {source}", path = path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}", path = path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+}
 
 /// The shells we ship completions for, with the file name each one's loader looks for.
 const SHELLS: [(Shell, &str); 3] =
@@ -34,11 +59,11 @@ fn main() -> ExitCode {
         ["man"] => man_page().and_then(|page| write_stdout(&page)),
         ["completions", shell] => match SHELLS.iter().find(|(s, _)| s.to_string() == *shell) {
             Some((shell, _)) => write_stdout(&completions(*shell)),
-            None => Err(format!("unsupported shell {shell:?}; expected bash, zsh or fish")),
+            None => Err(DocsError::UnsupportedShell(shell.to_string())),
         },
         ["all", dir] => write_all(Path::new(dir)),
         ["-h" | "--help"] => write_stdout(format!("{USAGE}\n").as_bytes()),
-        _ => Err(USAGE.to_string()),
+        _ => Err(DocsError::Usage),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,7 +74,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn man_page() -> Result<Vec<u8>, String> {
+fn man_page() -> Result<Vec<u8>, DocsError> {
     let man = clap_mangen::Man::new(man_command());
     let mut page = Vec::new();
     let render = |page: &mut Vec<u8>| -> std::io::Result<()> {
@@ -61,36 +86,14 @@ fn man_page() -> Result<Vec<u8>, String> {
         extra_sections().to_writer(page)?;
         man.render_version_section(page)
     };
-    render(&mut page).map_err(|e| format!("rendering the man page: {e}"))?;
+    render(&mut page).map_err(DocsError::Render)?;
     Ok(page)
 }
 
-/// The parsing model with each option's default and environment variables spelled out: `--help`
-/// keeps upstream's exact texts, the man page is where a reader looks such things up.
+/// The parsing model, whose help texts already carry each option's default and environment
+/// variables (`istio_iptables::cli::annotated_help`), with a longer description.
 fn man_command() -> Command {
-    istio_iptables::cli::command().long_about(DESCRIPTION).mut_args(|arg| {
-        match FLAGS.iter().find(|def| def.long == arg.get_id().as_str()) {
-            Some(def) => {
-                let help = annotated_help(def);
-                arg.help(help)
-            }
-            None => arg,
-        }
-    })
-}
-
-fn annotated_help(def: &FlagDef) -> String {
-    let mut help = def.help.to_string();
-    let has_default = !def.default.is_empty() && !matches!(def.kind, Kind::Bool | Kind::OptionalBool);
-    if has_default {
-        help.push_str(&format!(" [default: {}]", def.default));
-    }
-    match (def.env, def.additional_env) {
-        (Some(env), Some(alias)) => help.push_str(&format!(" [env: {env}, overridden by {alias}]")),
-        (Some(env), None) => help.push_str(&format!(" [env: {env}]")),
-        _ => {}
-    }
-    help
+    istio_iptables::cli::command().long_about(DESCRIPTION)
 }
 
 const DESCRIPTION: &str = "Programs a pod's network namespace so that its TCP traffic (and optionally DNS) is \
@@ -139,18 +142,18 @@ fn completions(shell: Shell) -> Vec<u8> {
     script
 }
 
-fn write_all(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+fn write_all(dir: &Path) -> Result<(), DocsError> {
+    std::fs::create_dir_all(dir).map_err(|source| DocsError::CreateDir { path: dir.to_path_buf(), source })?;
     let mut files = vec![(format!("{BIN}.1"), man_page()?)];
     files.extend(SHELLS.iter().map(|(shell, name)| (name.to_string(), completions(*shell))));
     for (name, content) in files {
         let path = dir.join(name);
-        std::fs::write(&path, content).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        std::fs::write(&path, content).map_err(|source| DocsError::Write { path: path.clone(), source })?;
     }
     Ok(())
 }
 
-fn write_stdout(bytes: &[u8]) -> Result<(), String> {
+fn write_stdout(bytes: &[u8]) -> Result<(), DocsError> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(bytes).and_then(|()| stdout.flush()).map_err(|e| format!("writing to stdout: {e}"))
+    stdout.write_all(bytes).and_then(|()| stdout.flush()).map_err(DocsError::Stdout)
 }

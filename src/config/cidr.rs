@@ -4,7 +4,7 @@
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::values::{list_items, trim_spaces};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::gocompat;
 
 /// A list of prefixes split by family, in input order.
@@ -63,7 +63,7 @@ impl OutboundCidrs {
 /// The outbound exclude list; upstream rejects `*` here with its own message.
 pub fn parse_exclude(setting: &str, raw: &str) -> Result<CidrLists> {
     if trim_spaces(raw) == "*" {
-        return Err(Error::Config("invalid value for OUTBOUND_IP_RANGES_EXCLUDE".to_string()));
+        return Err(ConfigError::ExcludeWildcard.into());
     }
     CidrLists::parse(setting, raw)
 }
@@ -71,21 +71,13 @@ pub fn parse_exclude(setting: &str, raw: &str) -> Result<CidrLists> {
 /// `ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR`, with upstream's checks and messages.
 pub fn parse_loopback(raw: &str) -> Result<Ipv4Net> {
     let net = gocompat::parse_go_prefix(raw)
-        .map_err(|reason| Error::Config(format!("failed to parse CIDR {raw}: {reason}")))?;
+        .map_err(|source| ConfigError::LoopbackCidrSyntax { raw: raw.to_string(), source: Box::new(source) })?;
     let net = match net {
         IpNet::V4(net) if net.addr().is_loopback() => net,
-        other => {
-            return Err(Error::Config(format!(
-                "expected valid IPv4 loopback address in CIDR {raw}; found {}",
-                other.addr()
-            )))
-        }
+        other => return Err(ConfigError::LoopbackCidrNotLoopback { raw: raw.to_string(), found: other.addr() }.into()),
     };
     if !(8..=32).contains(&net.prefix_len()) {
-        return Err(Error::Config(format!(
-            "expected CIDR {raw} to have mask in range [8, 32]; found {}",
-            net.prefix_len()
-        )));
+        return Err(ConfigError::LoopbackCidrMask { raw: raw.to_string(), prefix_len: net.prefix_len() }.into());
     }
     Ok(net)
 }

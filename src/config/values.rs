@@ -219,6 +219,46 @@ pub fn parse_u32(setting: &str, raw: &str) -> Result<u32> {
         .map_err(|_| Error::invalid(setting, raw, "expected a number that fits in 32 bits"))
 }
 
+/// A TPROXY packet mark: a 32-bit number the kernel can match, so not 0 (`--set-mark 0` marks
+/// nothing, and `ip rule fwmark 0` matches every packet).
+pub fn parse_mark(setting: &str, raw: &str) -> Result<u32> {
+    match parse_u32(setting, raw)? {
+        0 => Err(Error::invalid(setting, raw, "a packet mark must not be 0")),
+        mark => Ok(mark),
+    }
+}
+
+/// Routing tables the kernel reserves: `default`, `main`, `local` (rt_names in iproute2).
+const RESERVED_ROUTE_TABLES: [(u32, &str); 3] = [(253, "default"), (254, "main"), (255, "local")];
+
+/// A TPROXY policy-routing table: 1 to 2^32-1 (`ip rule` takes any of them), except 0, for which
+/// the kernel allocates a fresh table on every run, and the reserved tables, whose routes the
+/// TPROXY `local default dev lo` route would replace.
+pub fn parse_route_table(setting: &str, raw: &str) -> Result<u32> {
+    match parse_u32(setting, raw)? {
+        0 => Err(Error::invalid(setting, raw, "a route table must not be 0 (the kernel would pick a new table)")),
+        table if RESERVED_ROUTE_TABLES.iter().any(|(id, _)| *id == table) => {
+            Err(Error::invalid(setting, raw, "the route tables 253 (default), 254 (main) and 255 (local) are reserved"))
+        }
+        table => Ok(table),
+    }
+}
+
+/// The interception mode text as upstream compares it: exactly `TPROXY`, or anything else
+/// (REDIRECT, with a warning unless empty or `REDIRECT`). Whitespace, quotes, `#` and control
+/// characters are rejected, as in every other value: `"TPROXY "` is a mistake, not REDIRECT.
+pub fn check_mode_text(setting: &str, raw: &str) -> Result<()> {
+    let forbidden = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '`' | '#');
+    if raw.chars().any(forbidden) {
+        return Err(Error::invalid(
+            setting,
+            raw,
+            "expected REDIRECT or TPROXY (whitespace, quotes, # and control characters are not allowed)",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +322,35 @@ mod tests {
         assert_eq!(parse_u32("f", "0x539").unwrap(), 1337);
         for bad in ["", "0x", "0xg", "-1", "4294967296", "1 2", "main"] {
             assert!(parse_u32("f", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn marks_and_route_tables_stay_in_the_kernel_usable_range() {
+        assert_eq!(parse_mark("f", "0x539").unwrap(), 1337);
+        assert_eq!(parse_mark("f", "4294967295").unwrap(), u32::MAX);
+        for zero in ["0", "0x0", "00"] {
+            let err = parse_mark("-t", zero).unwrap_err().to_string();
+            assert_eq!(err, format!("invalid value \"{zero}\" for -t: a packet mark must not be 0"));
+        }
+        for good in ["1", "133", "252", "256", "0xffffffff"] {
+            assert!(parse_route_table("f", good).is_ok(), "{good}");
+        }
+        for bad in ["0", "253", "254", "255", "0xfe", "4294967296", "main"] {
+            assert!(parse_route_table("f", bad).is_err(), "{bad}");
+        }
+        assert!(parse_route_table("-r", "254").unwrap_err().to_string().contains("254 (main)"));
+    }
+
+    #[test]
+    fn mode_text_rejects_what_no_value_may_contain() {
+        for ok in ["", "REDIRECT", "TPROXY", "tproxy", "bogus"] {
+            assert!(check_mode_text("-m", ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["TPROXY ", " TPROXY", "TP\tROXY", "TPROXY\n", "\"TPROXY\"", "TPROXY#", "\u{7f}"] {
+            let err = check_mode_text("-m", bad).unwrap_err();
+            assert_eq!(err.exit_code(), 1);
+            assert!(err.to_string().starts_with(&format!("invalid value {bad:?} for -m: ")), "{err}");
         }
     }
 

@@ -4,6 +4,35 @@ use std::time::Duration;
 
 use super::quote::time_quote;
 
+/// A `time.ParseDuration` failure, printed with Go's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationError {
+    input: String,
+    kind: DurationErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DurationErrorKind {
+    Invalid,
+    MissingUnit,
+    UnknownUnit(String),
+}
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let input = time_quote(&self.input);
+        match &self.kind {
+            DurationErrorKind::Invalid => write!(f, "time: invalid duration {input}"),
+            DurationErrorKind::MissingUnit => write!(f, "time: missing unit in duration {input}"),
+            DurationErrorKind::UnknownUnit(unit) => {
+                write!(f, "time: unknown unit {} in duration {input}", time_quote(unit))
+            }
+        }
+    }
+}
+
+impl std::error::Error for DurationError {}
+
 /// Go durations are int64 nanoseconds; the parser allows magnitudes up to 2^63 so that the
 /// most negative value can be written.
 const DURATION_LIMIT: u64 = 1 << 63;
@@ -14,8 +43,8 @@ const DURATION_LIMIT: u64 = 1 << 63;
 ///
 /// Go accepts negative durations; they are returned as [`Duration::ZERO`] because the only
 /// duration setting (the probe timeout) treats a negative wait as no wait.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("time: invalid duration {}", time_quote(s));
+pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
+    let invalid = || DurationError { input: s.to_owned(), kind: DurationErrorKind::Invalid };
     let (negative, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
@@ -48,12 +77,14 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 
         let unit_len = rest.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(rest.len());
         if unit_len == 0 {
-            return Err(format!("time: missing unit in duration {}", time_quote(s)));
+            return Err(DurationError { input: s.to_owned(), kind: DurationErrorKind::MissingUnit });
         }
         let unit_name = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let unit = duration_unit_nanos(unit_name)
-            .ok_or_else(|| format!("time: unknown unit {} in duration {}", time_quote(unit_name), time_quote(s)))?;
+        let unit = duration_unit_nanos(unit_name).ok_or_else(|| DurationError {
+            input: s.to_owned(),
+            kind: DurationErrorKind::UnknownUnit(unit_name.to_owned()),
+        })?;
 
         if whole > DURATION_LIMIT / unit {
             return Err(invalid());
@@ -234,7 +265,7 @@ mod tests {
             ("\"\\\t", r#"time: invalid duration "\"\\\x09""#),
         ];
         for (s, want) in cases {
-            assert_eq!(parse_go_duration(s), Err(want.to_owned()), "{s:?}");
+            assert_eq!(parse_go_duration(s).map_err(|e| e.to_string()), Err(want.to_owned()), "{s:?}");
         }
     }
 

@@ -9,9 +9,9 @@ mod duration;
 mod netip;
 mod quote;
 
-pub use duration::{env_duration, format_go_duration, parse_go_duration};
-pub use netip::{is_loopback_prefix_addr, parse_go_addr, parse_go_prefix};
-pub use quote::go_quote;
+pub use duration::{env_duration, format_go_duration, parse_go_duration, DurationError};
+pub use netip::{is_loopback_prefix_addr, parse_go_addr, parse_go_prefix, AddrError, PrefixError};
+pub use quote::{go_quote, json_quote};
 
 /// Go `strconv.ParseBool`: accepts `1 t T TRUE true True 0 f F FALSE false False`.
 pub fn parse_go_bool(s: &str) -> Option<bool> {
@@ -105,11 +105,41 @@ fn underscores_ok(s: &[u8]) -> bool {
 /// pflag's uint16 parser (`strconv.ParseUint(s, 0, 16)`): decimal, `0x`/`0o`/`0b` prefixes,
 /// leading-`0` octal, and Go's underscore digit separators. The error is Go's message, e.g.
 /// `strconv.ParseUint: parsing "70000": value out of range`.
-pub fn parse_go_u16(s: &str) -> Result<u16, String> {
-    parse_uint16_base0(s).map_err(|e| format!("strconv.ParseUint: parsing {}: {}", go_quote(s), e.text()))
+pub fn parse_go_u16(s: &str) -> Result<u16, ParseUintError> {
+    parse_uint16_base0(s).map_err(|kind| ParseUintError { input: s.to_owned(), kind })
 }
 
-/// Env semantics for a uint16 flag (rules.md §1.3): upstream ignores the error but keeps the
+/// A `strconv.ParseUint` failure, printed with Go's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseUintError {
+    input: String,
+    kind: NumError,
+}
+
+impl std::fmt::Display for ParseUintError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "strconv.ParseUint: parsing {}: {}", go_quote(&self.input), self.kind.text())
+    }
+}
+
+impl std::error::Error for ParseUintError {}
+
+/// A `strconv.ParseBool` failure. The input is quoted as Rust's `{:?}` does, which is what
+/// this project has always printed (identical to Go's `%q` for printable input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("strconv.ParseBool: parsing {input:?}: invalid syntax")]
+pub struct ParseBoolError {
+    pub input: String,
+}
+
+/// A `strconv.ParseInt` failure (pflag int flags), quoted like [`ParseBoolError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("strconv.ParseInt: parsing {input:?}: invalid syntax")]
+pub struct ParseIntError {
+    pub input: String,
+}
+
+/// Env semantics for a uint16 flag (upstream `pkg/flag/flag.go` with pflag): upstream ignores the error but keeps the
 /// value ParseUint returned with it, so a syntax error gives 0 and an out-of-range value 65535.
 pub fn env_u16(s: &str) -> u16 {
     match parse_uint16_base0(s) {
@@ -173,19 +203,25 @@ mod tests {
             "9\u{e9}",
         ] {
             assert_eq!(
-                parse_go_u16(s),
+                parse_go_u16(s).map_err(|e| e.to_string()),
                 Err(format!("strconv.ParseUint: parsing {}: invalid syntax", go_quote(s))),
                 "{s:?}"
             );
         }
-        assert_eq!(parse_go_u16("x"), Err(r#"strconv.ParseUint: parsing "x": invalid syntax"#.to_owned()));
+        assert_eq!(
+            parse_go_u16("x").map_err(|e| e.to_string()),
+            Err(r#"strconv.ParseUint: parsing "x": invalid syntax"#.to_owned())
+        );
     }
 
     #[test]
     fn u16_range_errors_match_go() {
-        assert_eq!(parse_go_u16("70000"), Err(r#"strconv.ParseUint: parsing "70000": value out of range"#.to_owned()));
+        assert_eq!(
+            parse_go_u16("70000").map_err(|e| e.to_string()),
+            Err(r#"strconv.ParseUint: parsing "70000": value out of range"#.to_owned())
+        );
         for s in ["65536", "0x10000", "999999999999999999999", "70000x"] {
-            assert!(parse_go_u16(s).is_err_and(|e| e.ends_with("value out of range")), "{s}");
+            assert!(parse_go_u16(s).is_err_and(|e| e.to_string().ends_with("value out of range")), "{s}");
         }
     }
 

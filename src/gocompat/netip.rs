@@ -8,8 +8,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use super::go_quote;
 
 /// A `net/netip` ParseAddr failure, printed the way Go prints it.
-#[derive(Debug)]
-struct AddrError {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrError {
     input: String,
     msg: &'static str,
     /// The unparsed rest of the input where parsing stopped; Go omits it when empty.
@@ -29,6 +29,46 @@ impl fmt::Display for AddrError {
             write!(f, " (at {})", go_quote(&self.at))?;
         }
         Ok(())
+    }
+}
+
+impl std::error::Error for AddrError {}
+
+/// A `net/netip` ParsePrefix failure, printed the way Go prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixError {
+    input: String,
+    reason: PrefixErrorReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PrefixErrorReason {
+    NoSlash,
+    Addr(AddrError),
+    Zone,
+    BadBits(String),
+    OutOfRange,
+}
+
+impl fmt::Display for PrefixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "netip.ParsePrefix({}): ", go_quote(&self.input))?;
+        match &self.reason {
+            PrefixErrorReason::NoSlash => f.write_str("no '/'"),
+            PrefixErrorReason::Addr(err) => err.fmt(f),
+            PrefixErrorReason::Zone => f.write_str("IPv6 zones cannot be present in a prefix"),
+            PrefixErrorReason::BadBits(bits) => write!(f, "bad bits after slash: {}", go_quote(bits)),
+            PrefixErrorReason::OutOfRange => f.write_str("prefix length out of range"),
+        }
+    }
+}
+
+impl std::error::Error for PrefixError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.reason {
+            PrefixErrorReason::Addr(err) => Some(err),
+            _ => None,
+        }
     }
 }
 
@@ -179,22 +219,22 @@ fn parse_ipv6(input: &str) -> Result<(Ipv6Addr, Option<String>), AddrError> {
 /// Go `netip.ParseAddr`, also returning the IPv6 zone (`fe80::1%eth0` gives `Some("eth0")`).
 /// An IPv4 address never has a zone: a `%` there is an unexpected character. The error is Go's
 /// message, e.g. `ParseAddr("foo"): unable to parse IP`.
-pub fn parse_go_addr(s: &str) -> Result<(IpAddr, Option<String>), String> {
-    parse_addr(s).map_err(|e| e.to_string())
+pub fn parse_go_addr(s: &str) -> Result<(IpAddr, Option<String>), AddrError> {
+    parse_addr(s)
 }
 
 /// Go `netip.ParsePrefix`: split at the last `/`, parse the address (no zone allowed), then the
 /// bit count (decimal, no sign, no leading zero). Host bits are kept, and an IPv4-mapped
 /// address stays IPv6. The error is Go's message, e.g.
 /// `netip.ParsePrefix("1.2.3.4/33"): prefix length out of range`.
-pub fn parse_go_prefix(s: &str) -> Result<IpNet, String> {
-    let fail = |msg: &str| format!("netip.ParsePrefix({}): {msg}", go_quote(s));
+pub fn parse_go_prefix(s: &str) -> Result<IpNet, PrefixError> {
+    let fail = |reason| PrefixError { input: s.to_owned(), reason };
     let Some((addr_text, bits_text)) = s.rsplit_once('/') else {
-        return Err(fail("no '/'"));
+        return Err(fail(PrefixErrorReason::NoSlash));
     };
-    let (addr, zone) = parse_addr(addr_text).map_err(|e| fail(&e.to_string()))?;
+    let (addr, zone) = parse_addr(addr_text).map_err(|e| fail(PrefixErrorReason::Addr(e)))?;
     if zone.is_some() {
-        return Err(fail("IPv6 zones cannot be present in a prefix"));
+        return Err(fail(PrefixErrorReason::Zone));
     }
     // Go runs Atoi, which would allow a sign and leading zeros, so it rejects a first
     // character outside 1-9 whenever more characters follow.
@@ -202,8 +242,8 @@ pub fn parse_go_prefix(s: &str) -> Result<IpNet, String> {
     let bits = leading_ok
         .then(|| bits_text.parse::<i64>().ok())
         .flatten()
-        .ok_or_else(|| fail(&format!("bad bits after slash: {}", go_quote(bits_text))))?;
-    let out_of_range = || fail("prefix length out of range");
+        .ok_or_else(|| fail(PrefixErrorReason::BadBits(bits_text.to_owned())))?;
+    let out_of_range = || fail(PrefixErrorReason::OutOfRange);
     let bits = u8::try_from(bits).map_err(|_| out_of_range())?;
     match addr {
         IpAddr::V4(a) => Ipv4Net::new(a, bits).map(IpNet::V4),
@@ -235,7 +275,7 @@ mod tests {
             ("fe80::1%eth0/64", r#"netip.ParsePrefix("fe80::1%eth0/64"): IPv6 zones cannot be present in a prefix"#),
         ];
         for (s, want) in cases {
-            assert_eq!(parse_go_prefix(s), Err(want.to_owned()), "{s}");
+            assert_eq!(parse_go_prefix(s).map_err(|e| e.to_string()), Err(want.to_owned()), "{s}");
         }
     }
 
@@ -245,13 +285,13 @@ mod tests {
         for bits in bad_bits {
             let s = format!("1.2.3.4/{bits}");
             assert_eq!(
-                parse_go_prefix(&s),
+                parse_go_prefix(&s).map_err(|e| e.to_string()),
                 Err(format!("netip.ParsePrefix({}): bad bits after slash: {}", go_quote(&s), go_quote(bits))),
                 "{s:?}"
             );
         }
         for s in ["::/129", "1.2.3.4/300", "1.2.3.4/9999999999"] {
-            assert!(parse_go_prefix(s).is_err_and(|e| e.ends_with("prefix length out of range")), "{s}");
+            assert!(parse_go_prefix(s).is_err_and(|e| e.to_string().ends_with("prefix length out of range")), "{s}");
         }
         assert_eq!(parse_go_prefix("1.2.3.4/0").map(|n| n.prefix_len()), Ok(0));
         assert_eq!(parse_go_prefix("::/128").map(|n| n.prefix_len()), Ok(128));
@@ -260,12 +300,12 @@ mod tests {
     #[test]
     fn prefix_splits_at_last_slash_and_reports_addr_errors() {
         assert_eq!(
-            parse_go_prefix("1.2.3.4/8/8"),
+            parse_go_prefix("1.2.3.4/8/8").map_err(|e| e.to_string()),
             Err(r#"netip.ParsePrefix("1.2.3.4/8/8"): ParseAddr("1.2.3.4/8"): unexpected character (at "/8")"#
                 .to_owned())
         );
         assert_eq!(
-            parse_go_prefix("/24"),
+            parse_go_prefix("/24").map_err(|e| e.to_string()),
             Err(r#"netip.ParsePrefix("/24"): ParseAddr(""): unable to parse IP"#.to_owned())
         );
     }
@@ -362,7 +402,7 @@ mod tests {
             ("1:2:3:4::5:6:7:8", r#"ParseAddr("1:2:3:4::5:6:7:8"): the :: must expand to at least one field of zeros"#),
         ];
         for (s, want) in cases {
-            assert_eq!(parse_go_addr(s), Err(want.to_owned()), "{s}");
+            assert_eq!(parse_go_addr(s).map_err(|e| e.to_string()), Err(want.to_owned()), "{s}");
         }
     }
 

@@ -1,5 +1,15 @@
-//! Go's two quoting styles: `strconv.Quote` (pflag, strconv and netip errors) and the `time`
-//! package's own.
+//! Go's quoting styles: `strconv.Quote` (pflag, strconv and netip errors), the `time` package's
+//! own, and the JSON string of a log line. The first and last share one escaper.
+
+/// How a string is escaped inside double quotes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum QuoteStyle {
+    /// Go `strconv.Quote`.
+    Go,
+    /// A JSON string as Istio's logger (zap) writes it: `\n`, `\r`, `\t`, other control
+    /// characters as `\u00XX`, everything else verbatim.
+    Json,
+}
 
 /// Go `strconv.Quote`, which is what `%q` and the strconv/netip error messages use.
 ///
@@ -7,25 +17,36 @@
 /// table, so control characters, non-ASCII spaces and the common invisible format characters
 /// stand in for it. Every ASCII input is quoted exactly.
 pub fn go_quote(s: &str) -> String {
+    quote(s, QuoteStyle::Go)
+}
+
+/// A JSON string literal, for `--log_as_json` log lines.
+pub fn json_quote(s: &str) -> String {
+    quote(s, QuoteStyle::Json)
+}
+
+fn quote(s: &str, style: QuoteStyle) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if is_go_printable(c) => out.push(c),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+        match (c, style) {
+            ('"', _) => out.push_str("\\\""),
+            ('\\', _) => out.push_str("\\\\"),
+            ('\n', _) => out.push_str("\\n"),
+            ('\r', _) => out.push_str("\\r"),
+            ('\t', _) => out.push_str("\\t"),
+            (c, QuoteStyle::Json) if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            (c, QuoteStyle::Json) => out.push(c),
+            ('\u{7}', QuoteStyle::Go) => out.push_str("\\a"),
+            ('\u{8}', QuoteStyle::Go) => out.push_str("\\b"),
+            ('\u{c}', QuoteStyle::Go) => out.push_str("\\f"),
+            ('\u{b}', QuoteStyle::Go) => out.push_str("\\v"),
+            (c, QuoteStyle::Go) if is_go_printable(c) => out.push(c),
+            (c, QuoteStyle::Go) if u32::from(c) < 0x20 || c == '\u{7f}' => {
                 out.push_str(&format!("\\x{:02x}", u32::from(c)));
             }
-            c if u32::from(c) < 0x1_0000 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+            (c, QuoteStyle::Go) if u32::from(c) < 0x1_0000 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            (c, QuoteStyle::Go) => out.push_str(&format!("\\U{:08x}", u32::from(c))),
         }
     }
     out.push('"');
@@ -83,5 +104,11 @@ mod tests {
         assert_eq!(go_quote("caf\u{e9} \u{1F600}"), "\"caf\u{e9} \u{1F600}\"");
         assert_eq!(go_quote("\u{a0}\u{200b}\u{85}"), r#""\u00a0\u200b\u0085""#);
         assert_eq!(go_quote("\u{e0001}"), r#""\U000e0001""#);
+    }
+
+    #[test]
+    fn json_quote_escapes_like_zap() {
+        assert_eq!(json_quote("a\"b\n\\"), "\"a\\\"b\\n\\\\\"");
+        assert_eq!(json_quote("\u{1}\t\u{7f}caf\u{e9}"), "\"\\u0001\\t\u{7f}caf\u{e9}\"");
     }
 }

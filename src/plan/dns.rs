@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use super::{
-    Chain, Families, Owner, PlanBuilder, Proto, RuleKind, ServerMatch, Table, UdpPortMatch, Verdict, AGENT_DNS_PORT,
-    DNS_PORT, ZONE_APP_SIDE, ZONE_UPSTREAM_SIDE,
+    Chain, Families, Family, Owner, PlanBuilder, Proto, RuleKind, ServerMatch, Table, UdpPortMatch, Verdict,
+    AGENT_DNS_PORT, DNS_PORT, ZONE_APP_SIDE, ZONE_UPSTREAM_SIDE,
 };
 use crate::config::{Config, DnsCapture};
 
@@ -29,7 +29,7 @@ pub(super) fn capture(plan: &mut PlanBuilder, config: &Config) {
         }
         for server in &servers {
             plan.append_for(
-                families_of(server),
+                Families::only(Family::of_addr(server)),
                 Table::Nat,
                 Chain::IstioOutputDns,
                 RuleKind::DnsRedirect { proto, server: Some(*server) },
@@ -62,15 +62,8 @@ pub(super) fn capture(plan: &mut PlanBuilder, config: &Config) {
     }
     plan.append_for(with_servers, Table::Raw, Chain::Prerouting, inbound_jump);
     for server in &servers {
-        let families = families_of(server);
+        let families = Families::only(Family::of_addr(server));
         plan.append_for(families, Table::Raw, Chain::IstioOutputDns, query(ServerMatch::Destination(*server)));
         plan.append_for(families, Table::Raw, Chain::IstioInbound, reply(ServerMatch::Source(*server)));
-    }
-}
-
-fn families_of(addr: &IpAddr) -> Families {
-    match addr {
-        IpAddr::V4(_) => Families::only(super::Family::V4),
-        IpAddr::V6(_) => Families::only(super::Family::V6),
     }
 }

@@ -45,7 +45,7 @@ pub(super) fn capture(plan: &mut PlanBuilder, config: &Config) {
         plan.append(Table::Mangle, Chain::IstioDivert, RuleKind::SetMark(config.tproxy_mark));
         plan.append(Table::Mangle, Chain::IstioDivert, RuleKind::Always(Verdict::Accept));
         plan.append_versioned(Table::Mangle, Chain::IstioTproxy, |family| RuleKind::Tproxy {
-            not_destination: super::tproxy::loopback(config, family),
+            not_destination: super::addresses::loopback(config, family),
             port: config.inbound_capture_port,
             mark: config.tproxy_mark,
         });

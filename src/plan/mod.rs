@@ -2,10 +2,12 @@
 //!
 //! A rule names its families, table, chain, position and a typed [`RuleKind`]. The iptables and
 //! nft renderers translate kinds into text; neither makes a decision about *which* rules exist.
-//! Order is behaviour in netfilter, so the builders below follow upstream's emission order step
-//! for step (see `rules.md` §3): exclude interfaces, kube-virt, drop-invalid, the fixed chains,
-//! inbound, outbound, DNS, the outbound destinations, and the TPROXY tail.
+//! Order is behaviour in netfilter, so the builders below follow upstream's emission order
+//! (`tools/istio-iptables/pkg/capture/run.go`) step for step: exclude interfaces, kube-virt,
+//! drop-invalid, the fixed chains, inbound, outbound, DNS, the outbound destinations, and the
+//! TPROXY tail.
 
+mod addresses;
 mod dns;
 mod inbound;
 mod outbound;

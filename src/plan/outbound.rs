@@ -3,16 +3,9 @@
 
 use ipnet::IpNet;
 
+use super::addresses::{inbound_passthrough_source, loopback};
 use super::{Chain, Families, Family, Owner, PlanBuilder, Proto, RuleKind, Table, Verdict};
 use crate::config::{Config, DnsCapture, OutboundCidrs, OwnerGroups};
-
-/// Source address Envoy uses for inbound passthrough connections (never captured again).
-pub(super) fn inbound_passthrough_source(family: Family) -> IpNet {
-    match family {
-        Family::V4 => IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 6), 32)),
-        Family::V6 => IpNet::V6(ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6), 128)),
-    }
-}
 
 pub(super) fn exclude_interfaces(plan: &mut PlanBuilder, config: &Config) {
     let mut tables = vec![Table::Nat];
@@ -51,7 +44,7 @@ pub(super) fn owner_rules(plan: &mut PlanBuilder, config: &Config) {
     for (owner, exclude_dns) in owners {
         plan.append_versioned(nat, output, |family| RuleKind::ProxyLoopbackToInbound {
             owner: owner.clone(),
-            not_destination: super::tproxy::loopback(config, family),
+            not_destination: loopback(config, family),
             tunnel_port: config.inbound_tunnel_port,
             exclude_dns,
             verdict: Verdict::Jump(Chain::IstioInRedirect),
@@ -89,13 +82,13 @@ pub(super) fn owner_rules(plan: &mut PlanBuilder, config: &Config) {
 pub(super) fn destinations(plan: &mut PlanBuilder, config: &Config) {
     let (nat, output) = (Table::Nat, Chain::IstioOutput);
     plan.append_versioned(nat, output, |family| RuleKind::Destination {
-        destination: super::tproxy::loopback(config, family),
+        destination: loopback(config, family),
         verdict: Verdict::Return,
     });
     let excluded = config.outbound_exclude.v4.iter().map(|n| IpNet::V4(*n));
     for destination in excluded.chain(config.outbound_exclude.v6.iter().map(|n| IpNet::V6(*n))) {
         plan.append_for(
-            family_of(&destination),
+            Families::only(Family::of_net(&destination)),
             nat,
             output,
             RuleKind::Destination { destination, verdict: Verdict::Return },
@@ -121,7 +114,7 @@ pub(super) fn destinations(plan: &mut PlanBuilder, config: &Config) {
         OutboundCidrs::Only(lists) => {
             let included = lists.v4.iter().map(|n| IpNet::V4(*n));
             for destination in included.chain(lists.v6.iter().map(|n| IpNet::V6(*n))) {
-                let families = family_of(&destination);
+                let families = Families::only(Family::of_net(&destination));
                 for iface in &config.kube_virt_interfaces {
                     let kind =
                         RuleKind::InInterfaceToDestination { iface: iface.clone(), destination, verdict: redirect };
@@ -130,12 +123,5 @@ pub(super) fn destinations(plan: &mut PlanBuilder, config: &Config) {
                 plan.append_for(families, nat, output, RuleKind::Destination { destination, verdict: redirect });
             }
         }
-    }
-}
-
-pub(super) fn family_of(net: &IpNet) -> Families {
-    match net {
-        IpNet::V4(_) => Families::only(Family::V4),
-        IpNet::V6(_) => Families::only(Family::V6),
     }
 }

@@ -12,6 +12,24 @@ pub enum Family {
     V6,
 }
 
+impl Family {
+    /// The family of a prefix (an IPv4-mapped IPv6 prefix is IPv6, as upstream treats it).
+    pub fn of_net(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+
+    /// The family of an address.
+    pub fn of_addr(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
 /// The families a rule is emitted for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Families {
@@ -244,14 +262,6 @@ impl RuleKind {
     /// The address family a rule's own addresses tie it to, if any. nft renders rules without
     /// one once for both families.
     pub fn address_family(&self) -> Option<Family> {
-        let of_net = |net: &IpNet| match net {
-            IpNet::V4(_) => Family::V4,
-            IpNet::V6(_) => Family::V6,
-        };
-        let of_addr = |addr: &IpAddr| match addr {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        };
         match self {
             RuleKind::InInterfaceToDestination { destination: net, .. }
             | RuleKind::Tproxy { not_destination: net, .. }
@@ -259,10 +269,10 @@ impl RuleKind {
             | RuleKind::ProxyLoopbackToInbound { not_destination: net, .. }
             | RuleKind::Destination { destination: net, .. }
             | RuleKind::MarkProxyLoopback { not_destination: net, .. }
-            | RuleKind::LoopbackInFrom { source: net, .. } => Some(of_net(net)),
-            RuleKind::DnsRedirect { server: Some(addr), .. } => Some(of_addr(addr)),
+            | RuleKind::LoopbackInFrom { source: net, .. } => Some(Family::of_net(net)),
+            RuleKind::DnsRedirect { server: Some(addr), .. } => Some(Family::of_addr(addr)),
             RuleKind::UdpServerZone { server: ServerMatch::Destination(addr) | ServerMatch::Source(addr), .. } => {
-                Some(of_addr(addr))
+                Some(Family::of_addr(addr))
             }
             _ => None,
         }

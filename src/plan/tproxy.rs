@@ -1,18 +1,9 @@
 //! The TPROXY tail: marks that let the proxy's own loopback traffic and established inbound
 //! connections bypass TPROXY, emitted whether or not any inbound port is captured.
 
-use ipnet::{IpNet, Ipv6Net};
-
+use super::addresses::{inbound_passthrough_source, loopback};
 use super::{Chain, Families, Family, Owner, PlanBuilder, Position, RuleKind, Table, Verdict, OUTBOUND_MARK};
 use crate::config::Config;
-
-/// The loopback range per family: the configurable IPv4 CIDR, and always `::1/128` for IPv6.
-pub(super) fn loopback(config: &Config, family: Family) -> IpNet {
-    match family {
-        Family::V4 => IpNet::V4(config.loopback_cidr),
-        Family::V6 => IpNet::V6(Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128)),
-    }
-}
 
 pub(super) fn tail(plan: &mut PlanBuilder, config: &Config) {
     if !config.is_tproxy() {
@@ -34,10 +25,7 @@ pub(super) fn tail(plan: &mut PlanBuilder, config: &Config) {
     // Inserted after the inbound appends, so they end up first in ISTIO_INBOUND.
     plan.insert(mangle, Chain::IstioInbound, 1, RuleKind::TcpMarked { mark, verdict: Verdict::Return });
     for family in [Family::V4, Family::V6] {
-        let kind = RuleKind::LoopbackInFrom {
-            source: super::outbound::inbound_passthrough_source(family),
-            verdict: Verdict::Return,
-        };
+        let kind = RuleKind::LoopbackInFrom { source: inbound_passthrough_source(family), verdict: Verdict::Return };
         plan.push(Families::only(family), mangle, Chain::IstioInbound, Position::Insert(2), kind);
     }
     plan.insert(
