@@ -1,21 +1,27 @@
 //! The last stage: print the rendered rules (dry-run) or apply them.
 
 mod dry_run;
+mod fake;
 mod iptables;
 pub(crate) mod netlink;
 pub mod netns;
 mod nftables;
 mod process;
 mod report;
-pub mod routes;
+mod routes;
+mod seam;
 
 use std::io::Write;
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::plan::Plan;
+use crate::render::nft;
+use seam::System;
 
+pub use iptables::CommandError;
 pub use report::log_configuration;
+pub use routes::RouteError;
 
 /// Runs the rule stage for a loaded configuration.
 pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
@@ -30,16 +36,17 @@ pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
     }
     log_configuration(config);
     let plan = Plan::build(config);
-    match (config.dry_run, config.native_nftables) {
-        (true, false) => dry_run::iptables(config, &plan, stdout),
-        (true, true) => dry_run::nftables(config, &plan, stdout),
-        (false, false) => {
-            iptables::apply(config, &plan)?;
-            routes::configure(config)
-        }
-        (false, true) => {
-            nftables::apply(config, &plan)?;
-            routes::configure(config)
-        }
+    if config.dry_run {
+        return dry_run::run(config, &plan, stdout);
     }
+    // In CNI mode the lock is scoped to the pod: its network namespace file.
+    let system = System::new(config.cni_mode, config.network_namespace.clone());
+    if config.native_nftables {
+        let transaction = if config.cleanup_only { nft::cleanup_transaction() } else { nft::apply_transaction(&plan) };
+        nftables::apply(&system, &transaction)?;
+        tracing::info!("nftables rules programmed:\n{transaction} \n");
+    } else {
+        iptables::apply(iptables::Settings::of(config), &plan, &system)?;
+    }
+    routes::configure(config, &system)
 }

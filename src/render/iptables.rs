@@ -5,13 +5,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use crate::chains;
 use crate::plan::{
     Family, Owner, Plan, Position, Proto, Rule, RuleKind, ServerMatch, Table, UdpPortMatch, Verdict, AGENT_DNS_PORT,
     DNS_PORT,
 };
-
-/// Chains and targets that iptables provides; anything else must be created with `-N`.
-const BUILT_IN: [&str; 8] = ["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING", "ACCEPT", "RETURN", "DROP"];
 
 /// One rule as iptables tokens: `-A CHAIN args…` or `-I CHAIN POS args…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +97,7 @@ fn declare<'a>(
     table: Table,
 ) {
     let lines = tables.entry(table).or_default();
-    if seen.insert((chain, table)) && !BUILT_IN.contains(&chain) {
+    if seen.insert((chain, table)) && !chains::is_built_in_target(chain) {
         lines.push(format!("-N {chain}"));
     }
 }
@@ -110,15 +108,15 @@ fn declare<'a>(
 pub fn cleanup_commands(rules: &[TokenRule]) -> Vec<String> {
     let mut commands = Vec::new();
     for rule in rules.iter().rev() {
-        let jumps_to_istio = rule.args.windows(2).any(|w| w[0] == "-j" && w[1].starts_with("ISTIO_"));
-        if rule.chain.starts_with("ISTIO_") && !jumps_to_istio {
+        let jumps_to_istio = rule.args.windows(2).any(|w| w[0] == "-j" && chains::is_istio(&w[1]));
+        if chains::is_istio(rule.chain) && !jumps_to_istio {
             continue;
         }
         commands.push(format!("-t {} -D {} {}", rule.table.iptables_name(), rule.chain, rule.args.join(" ")));
     }
     let mut flushed = HashSet::new();
     for rule in rules.iter().rev() {
-        if !BUILT_IN.contains(&rule.chain) && flushed.insert((rule.chain, rule.table)) {
+        if !chains::is_built_in_target(rule.chain) && flushed.insert((rule.chain, rule.table)) {
             let table = rule.table.iptables_name();
             commands.push(format!("-t {table} -F {}", rule.chain));
             commands.push(format!("-t {table} -X {}", rule.chain));
@@ -287,9 +285,4 @@ fn udp_port(a: Args, port: UdpPortMatch) -> Args {
         UdpPortMatch::Destination(p) => a.push(&["-p", "udp", "--dport"]).value(p),
         UdpPortMatch::Source(p) => a.push(&["-p", "udp", "--sport"]).value(p),
     }
-}
-
-/// Whether a chain name is one of ours (used by state inspection and cleanup).
-pub fn is_istio_chain(name: &str) -> bool {
-    name.starts_with("ISTIO_")
 }

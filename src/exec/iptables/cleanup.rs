@@ -18,10 +18,9 @@ use std::fmt::Write as _;
 
 use crate::render::iptables::TokenRule;
 
-use super::state::{is_istio, State};
+use crate::chains::{self, is_istio};
 
-/// Built-in chains: never flushed or deleted.
-const BUILT_IN_CHAINS: [&str; 5] = ["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"];
+use super::state::State;
 
 /// The DROP rules that keep traffic out while chains are rebuilt (`apply.md` §3.8), in
 /// upstream's order. Inserted at position 1 each, so the last is on top.
@@ -158,7 +157,7 @@ impl Recogniser {
     fn new(table: &str, chains: &BTreeMap<String, Vec<String>>, plan: &[TokenRule]) -> Recogniser {
         let own = plan
             .iter()
-            .filter(|rule| rule.table.iptables_name() == table && BUILT_IN_CHAINS.contains(&rule.chain))
+            .filter(|rule| rule.table.iptables_name() == table && chains::is_built_in(rule.chain))
             .map(|rule| format!("-A {} {}", rule.chain, rule.args.join(" ")))
             .collect();
         let chain = |name: &str| chains.get(name).into_iter().flatten();
@@ -187,7 +186,7 @@ impl Recogniser {
         if target(line).is_some_and(is_istio) {
             return true;
         }
-        if !BUILT_IN_CHAINS.contains(&chain) {
+        if !chains::is_built_in(chain) {
             return false;
         }
         let kube_virt = (self.table == "nat")
@@ -245,7 +244,7 @@ pub(crate) fn has_stale_built_in_rules(current: &State, plan: &[TokenRule]) -> b
     current.tables.iter().any(|(table, chains)| {
         let mut found: BTreeMap<&str, usize> = BTreeMap::new();
         for (chain, _) in recognised(table, chains, plan) {
-            if BUILT_IN_CHAINS.contains(&chain) {
+            if chains::is_built_in(chain) {
                 *found.entry(chain).or_default() += 1;
             }
         }
@@ -402,7 +401,7 @@ pub(crate) fn undo(before: &State, after: &State, input: &str, remove_all: bool,
             let mut budget = ours.and_then(|w| w.rules.get(chain)).copied().unwrap_or(0);
             let kept = kept.entry(chain.clone()).or_default();
             for rule in rules {
-                let ours = !BUILT_IN_CHAINS.contains(&chain.as_str())
+                let ours = !chains::is_built_in(chain)
                     || istio_rules.contains(&(chain.as_str(), rule.as_str()))
                     || GUARDRAILS.iter().any(|(c, proto)| *rule == format!("-A {c} -p {proto} -j DROP"));
                 match old.iter().position(|o| *o == rule) {

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::chains::{self, is_istio};
 use crate::render::iptables::TokenRule;
 
 /// The tables the state covers; others (`security`) are ignored.
@@ -35,7 +36,7 @@ impl State {
             }
             let Some(chains) = table.as_ref().and_then(|t| tables.get_mut(t)) else { continue };
             if let Some(header) = line.strip_prefix(':') {
-                if header.starts_with("ISTIO") {
+                if chains::is_istio(header) {
                     let name = header.split(' ').next().unwrap_or_default();
                     chains.entry(name.to_string()).or_default();
                 }
@@ -49,7 +50,7 @@ impl State {
                         chain = Some(pair[1].trim_matches(|c| c == '"' || c == '\''));
                         is_rule = true;
                     }
-                    "-N" | "--new" if pair[1].starts_with("ISTIO") => {
+                    "-N" | "--new" if chains::is_istio(pair[1]) => {
                         chain = Some(pair[1]);
                         is_rule = false;
                     }
@@ -75,10 +76,6 @@ impl State {
     pub(crate) fn rules(&self, table: &str) -> impl Iterator<Item = &String> {
         self.tables.get(table).into_iter().flat_map(|chains| chains.values().flatten())
     }
-}
-
-pub(crate) fn is_istio(chain: &str) -> bool {
-    chain.starts_with("ISTIO")
 }
 
 /// How the current state relates to the plan, for one family.
