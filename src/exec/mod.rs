@@ -1,4 +1,21 @@
-//! The last stage: print the rendered rules (dry-run) or apply them.
+//! The last stage: apply the plan, or show what applying it would do (dry-run).
+//!
+//! Design: one seam for side effects. Every effect on the kernel or the machine goes through the
+//! [`seam::Netfilter`] trait: `-save`, `-restore` (a commit), the `-save --version` probe, the
+//! kernel's table listing and the installed programs (detection), `nft` (version, check,
+//! commit), and the `::6` address, TPROXY mark rule and local route. Two implementations:
+//! [`seam::System`] does them (programs via `process::feed_and_wait`, routes over `netlink`),
+//! and `fake::FakeNetfilter` answers `-save` from a script, fails the restores it is told to,
+//! and records every call. The flows above the seam are the same for both: `iptables::apply`
+//! (detect → read state → verify → decide → compose → apply → rollback) and `nftables::apply`
+//! (probe → commit). A dry-run is exactly those flows over the fake (as upstream's dry-run is its
+//! stub dependency); `dry_run` only chooses what the fake namespace holds (empty, or this
+//! configuration's rules under `--cleanup-only`) and prints the restore inputs or transaction
+//! the flow issued, plus upstream's recording. The unit tests in `iptables/flow_tests.rs` drive
+//! the same flow over scripted states and failures, so every decision and rollback path runs
+//! without root. A netlink nf_tables backend is one more implementation of the `nft` method (or
+//! a `commit` beside it); nothing above the seam changes. Routes are skipped in dry-run, as
+//! upstream does.
 
 mod dry_run;
 mod fake;
