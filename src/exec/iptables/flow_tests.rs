@@ -9,7 +9,7 @@ use crate::cli::{self, Parsed};
 use crate::config::{Config, HostPaths};
 use crate::exec::fake::{installed_state, Call, FakeNetfilter};
 use crate::plan::{Family, Plan};
-use crate::render::iptables::{render_restore, token_rules};
+use crate::render::iptables::{restore_input, token_rules};
 
 use super::{apply, Settings};
 
@@ -77,7 +77,11 @@ fn clean_state_applies_the_plan_with_every_flag_but_cleanup_only() {
     for settings in [DEFAULT, RECONCILE, FORCE_APPLY] {
         let (fake, result) = run_over("", settings, &plan);
         result.unwrap();
-        assert_eq!(restores(&fake, Family::V4), vec![render_restore(&token_rules(&plan, Family::V4))], "{settings:?}");
+        assert_eq!(
+            restores(&fake, Family::V4),
+            vec![restore_input(&token_rules(&plan, Family::V4)).render()],
+            "{settings:?}"
+        );
     }
 }
 
@@ -128,7 +132,7 @@ fn compatible_residue_force_apply_applies_again_and_its_failure_rolls_back() {
     assert!(err.to_string().starts_with("iptables restore of the IPv4 rules failed: "), "{err}");
     let inputs = restores(&fake, Family::V4);
     assert!(is_check(&inputs[0]));
-    assert_eq!(inputs[1], render_restore(&token_rules(&plan, Family::V4)));
+    assert_eq!(inputs[1], restore_input(&token_rules(&plan, Family::V4)).render());
     // Nothing of it committed (the state reads the same): nothing to undo.
     assert_eq!(inputs.len(), 2, "{inputs:?}");
 }
@@ -144,7 +148,11 @@ fn stale_istio_chains_default_and_force_apply_only_apply() {
         result.unwrap();
         // Chains differ, so no -C check is needed to know; the plan is restored as is (the
         // kernel would refuse it, upstream's behaviour without --reconcile).
-        assert_eq!(restores(&fake, Family::V4), vec![render_restore(&token_rules(&plan, Family::V4))], "{settings:?}");
+        assert_eq!(
+            restores(&fake, Family::V4),
+            vec![restore_input(&token_rules(&plan, Family::V4)).render()],
+            "{settings:?}"
+        );
     }
 }
 
@@ -180,7 +188,7 @@ fn stale_istio_chains_cleanup_only_removes_the_old_configuration() {
 #[test]
 fn foreign_rules_only_apply_with_every_flag_and_are_never_removed() {
     let plan = plan(&[], false);
-    let wanted = render_restore(&token_rules(&plan, Family::V4));
+    let wanted = restore_input(&token_rules(&plan, Family::V4)).render();
     let (fake, result) = run_over(FOREIGN, DEFAULT, &plan);
     result.unwrap();
     assert_eq!(restores(&fake, Family::V4), vec![wanted.clone()]);
@@ -266,7 +274,11 @@ fn failed_removal_of_ipv6_leftovers_keeps_the_correct_ipv4_rules() {
     fake.script_saves(Family::V6, &[&installed(&other_config(), Family::V4)]);
     fake.fail_restore(Family::V6, 0, "ip6tables-restore: line 3 failed");
     apply(RECONCILE, &plan, &fake).unwrap_err();
-    assert_eq!(restores(&fake, Family::V4), vec![render_restore(&token_rules(&plan, Family::V4))], "no IPv4 undo");
+    assert_eq!(
+        restores(&fake, Family::V4),
+        vec![restore_input(&token_rules(&plan, Family::V4)).render()],
+        "no IPv4 undo"
+    );
     assert_eq!(restores(&fake, Family::V6).len(), 1, "a leftovers-only family is not rolled back");
 }
 

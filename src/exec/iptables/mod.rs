@@ -7,11 +7,13 @@
 //! input applied to empty tables). A rerun with nothing to change: one `-save` (detection and
 //! state read) and one restore holding every `-C` check; its final state is the state it read.
 
-mod cleanup;
 mod commands;
+mod compose;
 mod detect;
+mod recognise;
 mod sandbox;
 mod state;
+mod undo;
 
 #[cfg(test)]
 mod flow_tests;
@@ -20,12 +22,13 @@ use crate::config::{Config, IptablesBackend};
 use crate::error::{Error, Result};
 use crate::exec::seam::Netfilter;
 use crate::plan::{Family, Plan};
-use crate::render::iptables::{render_restore, token_rules, TokenRule};
+use crate::render::iptables::{check_input, restore_input, token_rules, TokenRule};
+use crate::render::restore::RestoreInput;
 
-use cleanup::Steps;
 use commands::family_label;
 pub use commands::CommandError;
 pub(crate) use commands::{Runner, Tool, Variant};
+use compose::Steps;
 pub(crate) use detect::kernel_lists_no_tables;
 use state::{Comparison, Decision, State};
 
@@ -55,7 +58,8 @@ impl Settings {
 struct FamilyRun {
     tool: Tool,
     rules: Vec<TokenRule>,
-    restore_text: String,
+    /// The plan's restore input for this family.
+    planned: RestoreInput,
     /// `-save` output at the start, and parsed.
     saved: String,
     before: State,
@@ -64,9 +68,9 @@ struct FamilyRun {
     leftovers_only: bool,
     /// The input of the last restore attempted: a rollback takes it back, and the final state
     /// must be read again.
-    attempted: Option<String>,
+    attempted: Option<RestoreInput>,
     /// The input of a restore that succeeded.
-    restored: Option<String>,
+    restored: Option<RestoreInput>,
 }
 
 impl FamilyRun {
@@ -98,13 +102,13 @@ pub(crate) fn apply(config: Settings, plan: &Plan, runner: &dyn Netfilter) -> Re
             }
         };
         let rules = if leftovers_only { Vec::new() } else { token_rules(plan, family) };
-        let restore_text = render_restore(&rules);
+        let planned = restore_input(&rules);
         runs.push(FamilyRun {
             before: State::parse(&detected.saved),
             saved: detected.saved,
             tool: detected.tool,
             rules,
-            restore_text,
+            planned,
             leftovers_only,
             attempted: None,
             restored: None,
@@ -141,7 +145,7 @@ fn run(config: Settings, runner: &dyn Netfilter, runs: &mut [FamilyRun]) -> Resu
             // Only removal: no guardrails (nothing is rebuilt) and nothing to apply. Under
             // `--reconcile` it happens whatever the IPv4 verdict, since that verdict cannot
             // see this family.
-            let cleanup = decision.cleanup || (flags.reconcile && cleanup::has_istio_rules(&run.before, &[]));
+            let cleanup = decision.cleanup || (flags.reconcile && recognise::has_istio_rules(&run.before, &[]));
             Decision { cleanup, guardrails: false, apply: false }
         } else {
             decision
@@ -174,11 +178,11 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
     for run in runs.iter().filter(|run| !run.leftovers_only) {
         let planned = !run.rules.is_empty();
         let has_residue = run.before.has_entries();
-        let family_delta = match state::compare(&State::parse(&run.restore_text), &run.before) {
+        let family_delta = match state::compare(&State::planned(&run.rules), &run.before) {
             Comparison::Clean => planned,
             Comparison::Differs => true,
             Comparison::NeedsRuleCheck
-                if config.reconcile && cleanup::has_stale_built_in_rules(&run.before, &run.rules) =>
+                if config.reconcile && recognise::has_stale_built_in_rules(&run.before, &run.rules) =>
             {
                 tracing::info!(
                     "Found {} Istio rules in built-in chains that the current configuration does not create",
@@ -211,7 +215,7 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
 
 /// Upstream's `-C` checks, all in one restore input.
 fn rules_present(runner: &dyn Netfilter, run: &FamilyRun) -> bool {
-    match runner.restore(&run.tool, &state::check_input(&run.rules)) {
+    match runner.restore(&run.tool, &check_input(&run.rules).render()) {
         Ok(()) => true,
         Err(e) => {
             tracing::debug!("Ignoring iptables command error: {}", e.xtables_text());
@@ -225,20 +229,20 @@ fn change(runner: &dyn Netfilter, run: &mut FamilyRun, decision: Decision) -> Re
     let steps = Steps {
         remove: decision.cleanup.then_some(&run.before),
         guard: decision.guardrails.then_some(&run.before),
-        apply: decision.apply.then_some(run.restore_text.as_str()),
+        apply: decision.apply.then_some(&run.planned),
     };
-    let batch = cleanup::compose(steps, &run.rules);
-    if batch.is_empty() {
+    let input = compose::compose(steps, &run.rules);
+    if input.is_empty() {
         return Ok(());
     }
-    let input = batch.render();
+    let text = input.render();
     tracing::info!(
         "Running iptables restore with: {} and the following input:\n{}",
         run.tool.restore_program(),
-        input.trim()
+        text.trim()
     );
     run.attempted = Some(input.clone());
-    runner.restore(&run.tool, &input).map_err(|source| {
+    runner.restore(&run.tool, &text).map_err(|source| {
         tracing::error!("Command error: {}", source.xtables_text());
         Error::RestoreFailed { program: run.tool.program.clone(), family: run.label(), source }
     })?;
@@ -263,7 +267,7 @@ fn rollback(runner: &dyn Netfilter, runs: &[FamilyRun], decision: Decision) {
             }
         };
         let remove_all = index < failed || decision.cleanup;
-        let undo = cleanup::undo(&run.before, &after, input, remove_all, &run.rules);
+        let undo = undo::undo(&run.before, &after, input, remove_all, &run.rules);
         if undo.is_empty() {
             continue;
         }
@@ -287,7 +291,7 @@ fn log_final_state(runner: &dyn Netfilter, runs: &[FamilyRun]) {
         let label = run.label();
         match (&run.restored, run.attempted.is_some()) {
             (Some(input), _) if run.saved.is_empty() => {
-                tracing::info!("Final iptables state ({label}), restored into empty tables:\n{input}");
+                tracing::info!("Final iptables state ({label}), restored into empty tables:\n{}", input.render());
             }
             (_, false) => tracing::info!("Final iptables state ({label}):\n{}", run.saved),
             (_, true) => {
