@@ -269,7 +269,8 @@ fn failure_during_reconcile_disarms_guardrails_and_leaves_no_istio_rules() {
 fn failed_removal_of_ipv6_leftovers_keeps_the_correct_ipv4_rules() {
     let plan = plan(&[], false);
     let fake = FakeNetfilter::default();
-    fake.script_saves(Family::V4, &[""]);
+    // IPv4 is applied (a rollback would find its rules to remove).
+    fake.script_saves(Family::V4, &["", &installed(&plan, Family::V4)]);
     // IPv6 is off now, but an earlier IPv6-on run left its rules.
     fake.script_saves(Family::V6, &[&installed(&other_config(), Family::V4)]);
     fake.fail_restore(Family::V6, 0, "ip6tables-restore: line 3 failed");
@@ -293,4 +294,25 @@ fn ipv6_leftovers_are_removed_under_reconcile_whatever_ipv4_says() {
     assert_eq!(v6.len(), 1, "{v6:?}");
     assert!(v6[0].contains("-X ISTIO_TPROXY") && !v6[0].contains("-j DROP"), "{}", v6[0]);
     assert!(restores(&fake, Family::V4).iter().all(|input| is_check(input)), "IPv4 is compatible");
+}
+
+#[test]
+fn one_family_still_empty_is_a_delta_for_the_run() {
+    // IPv4 already holds this configuration; IPv6 (just switched on) holds nothing.
+    let plan = plan(&[], true);
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[&installed(&plan, Family::V4)]);
+    fake.script_saves(Family::V6, &[""]);
+    apply(Settings { enable_ipv6: true, ..RECONCILE }, &plan, &fake).unwrap();
+    let v4 = restores(&fake, Family::V4);
+    assert!(is_check(&v4[0]), "IPv4's rules are checked: {v4:?}");
+    assert!(
+        v4[1].contains("-I INPUT 1 -p tcp -j DROP") && v4[1].contains("-N ISTIO_OUTPUT"),
+        "IPv4 rebuilt: {}",
+        v4[1]
+    );
+    let v6 = restores(&fake, Family::V6);
+    assert_eq!(v6.len(), 1, "{v6:?}");
+    let planned = restore_input(&token_rules(&plan, Family::V6)).render();
+    assert!(v6[0].contains(&planned) && v6[0].contains("-I INPUT 1 -p tcp -j DROP"), "IPv6 guarded apply: {}", v6[0]);
 }
