@@ -1,6 +1,7 @@
 //! The iptables flow over the recording fake: verify → decide → compose → apply → rollback,
-//! one test per row of upstream's decision table (`apply.md` §3.4 in the project's spec) and
-//! per rollback path. No root, no kernel: the fake answers `-save` from a script and records
+//! covering each cell of upstream's decision table (its `executeCommands`: state clean,
+//! compatible residue, residue + delta with or without ISTIO chains, against default,
+//! `--reconcile`, `--cleanup-only`, `--force-apply`) and each rollback path. No root, no kernel: the fake answers `-save` from a script and records
 //! every restore input.
 
 use std::collections::BTreeMap;
