@@ -1,16 +1,16 @@
 //! What is already in the kernel, compared with what the plan wants (`apply.md` §3.1–3.4).
 //!
-//! The current side is parsed from `-save` output; the expected side is built from the plan's
-//! rules directly. `-save` rewrites rules (`-m tcp` added, options reordered), so rule text is
+//! Both sides come from the one typed model, [`RestoreInput`]: the current side is `-save`
+//! output parsed into it, the expected side the plan's own restore input (never its text). `-save` rewrites rules (`-m tcp` added, options reordered), so rule text is
 //! never compared; chain presence and ISTIO rule counts are, and rule content is checked by
 //! iptables itself (`-C`).
 
 use std::collections::BTreeMap;
 
 use crate::chains::{self, is_istio};
-use crate::plan::Table;
-use crate::render::iptables::TokenRule;
-use crate::render::restore::table_named;
+use crate::plan::{Position, Table};
+use crate::render::iptables::{restore_input, TokenRule};
+use crate::render::restore::{table_named, Op, RestoreInput};
 
 /// table → chain → raw rule lines. A chain gets an entry when it has a rule, or when it is an
 /// ISTIO chain (declared, possibly empty). Tables other than the four (`security`) are ignored.
@@ -26,62 +26,34 @@ impl State {
         State { tables: TABLES.iter().map(|t| (*t, BTreeMap::new())).collect() }
     }
 
-    /// Reads `-save` output (or anything in its format).
+    /// Reads `-save` output (or anything in its format) through the typed model.
     pub(crate) fn parse(text: &str) -> State {
+        State::of(&parse_save(text))
+    }
+
+    /// What the kernel would show once `rules` are applied to empty tables (rule text is never
+    /// compared, so the plan's own spelling stands in for `-save`'s).
+    pub(crate) fn planned(rules: &[TokenRule]) -> State {
+        State::of(&restore_input(rules))
+    }
+
+    /// The chains and rules `input` declares and adds: every chain with a rule, every ISTIO
+    /// chain declared (possibly empty), each rule as its `-A CHAIN SPEC` line.
+    fn of(input: &RestoreInput) -> State {
         let mut state = State::empty();
-        let mut table: Option<Table> = None;
-        for line in text.split('\n') {
-            if line.trim().is_empty() || line.starts_with('#') || line == "COMMIT" {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('*') {
-                table = table_named(name.trim());
-                continue;
-            }
-            let Some(chains) = table.and_then(|t| state.tables.get_mut(&t)) else { continue };
-            if let Some(header) = line.strip_prefix(':') {
-                if chains::is_istio(header) {
-                    let name = header.split(' ').next().unwrap_or_default();
-                    chains.entry(name.to_string()).or_default();
-                }
-                continue;
-            }
-            let (mut chain, mut is_rule) = (None, false);
-            let tokens: Vec<&str> = line.split(' ').collect();
-            for pair in tokens.windows(2) {
-                match pair[0] {
-                    "-A" | "--append" | "-I" | "--insert" => {
-                        chain = Some(pair[1].trim_matches(|c| c == '"' || c == '\''));
-                        is_rule = true;
+        for (table, ops) in input.blocks() {
+            let chains = state.tables.entry(table).or_default();
+            for op in ops {
+                match op {
+                    Op::NewChain(chain) if is_istio(chain) => {
+                        chains.entry(chain.clone()).or_default();
                     }
-                    "-N" | "--new" if chains::is_istio(pair[1]) => {
-                        chain = Some(pair[1]);
-                        is_rule = false;
+                    Op::Add { chain, spec, .. } => {
+                        let line = if spec.is_empty() { format!("-A {chain}") } else { format!("-A {chain} {spec}") };
+                        chains.entry(chain.clone()).or_default().push(line);
                     }
                     _ => {}
                 }
-            }
-            if let Some(chain) = chain {
-                let rules = chains.entry(chain.to_string()).or_default();
-                if is_rule {
-                    rules.push(line.to_string());
-                }
-            }
-        }
-        state
-    }
-
-    /// What the kernel would show once `rules` are applied to empty tables: every chain with a
-    /// rule, every ISTIO chain a rule jumps to, and one entry per rule (rule text is never
-    /// compared, so the plan's own spelling stands in for `-save`'s).
-    pub(crate) fn planned(rules: &[TokenRule]) -> State {
-        let mut state = State::empty();
-        for rule in rules {
-            let chains = state.tables.entry(rule.table).or_default();
-            chains.entry(rule.chain.to_string()).or_default().push(format!("-A {} {}", rule.chain, rule.spec()));
-            let target = rule.args.windows(2).find(|w| w[0] == "-j").map(|w| w[1].as_str());
-            if let Some(target) = target.filter(|t| is_istio(t)) {
-                chains.entry(target.to_string()).or_default();
             }
         }
         state
@@ -96,6 +68,47 @@ impl State {
     pub(crate) fn rules(&self, table: Table) -> impl Iterator<Item = &String> {
         self.tables.get(&table).into_iter().flat_map(|chains| chains.values().flatten())
     }
+}
+
+/// `-save` output as a restore input (upstream's `GetStateFromSave` reading): the four tables
+/// only; `:ISTIO_…` chain headers and `-N ISTIO_…` become declarations; a line that names a
+/// chain with `-A`/`--append`/`-I`/`--insert` (the last such token wins) is a rule of that
+/// chain, its spec being what follows the chain name. Other lines are skipped.
+fn parse_save(text: &str) -> RestoreInput {
+    let mut input = RestoreInput::default();
+    let mut table: Option<Table> = None;
+    for line in text.split('\n') {
+        if line.trim().is_empty() || line.starts_with('#') || line == "COMMIT" {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('*') {
+            table = table_named(name.trim());
+            continue;
+        }
+        let Some(table) = table else { continue };
+        if let Some(header) = line.strip_prefix(':') {
+            if chains::is_istio(header) {
+                let name = header.split(' ').next().unwrap_or_default();
+                input.table(table).push(Op::NewChain(name.to_string()));
+            }
+            continue;
+        }
+        let tokens: Vec<&str> = line.split(' ').collect();
+        let mut found: Option<Op> = None;
+        for (at, pair) in tokens.windows(2).enumerate() {
+            match pair[0] {
+                "-A" | "--append" | "-I" | "--insert" => {
+                    let chain = pair[1].trim_matches(|c| c == '"' || c == '\'');
+                    let spec = tokens[at + 2..].join(" ");
+                    found = Some(Op::Add { chain: chain.to_string(), position: Position::Append, spec });
+                }
+                "-N" | "--new" if chains::is_istio(pair[1]) => found = Some(Op::NewChain(pair[1].to_string())),
+                _ => {}
+            }
+        }
+        input.table(table).extend(found);
+    }
+    input
 }
 
 /// How the current state relates to the plan, for one family.
