@@ -3,10 +3,10 @@
 //! dependency); the unit tests script kernel states and failures with it.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::Result;
-use crate::plan::Family;
+use crate::plan::{Family, Position, Table};
 use crate::render::iptables::TokenRule;
 
 use super::iptables::{CommandError, Tool, Variant};
@@ -197,32 +197,37 @@ impl Netfilter for FakeNetfilter {
     }
 }
 
-/// The fake kernel's `-save` output after this configuration was applied to an empty
-/// namespace: each table with its Istio chains declared and the rules appended (inserts at the
-/// top of an empty chain read back as appends).
+/// The fake kernel's `-save` output after `rules` were applied to an empty namespace: per
+/// table, its Istio chains declared, then each chain's rules in the order the kernel holds
+/// them (an insert at position N lands before the chain's Nth rule), as `-A` lines.
 pub(crate) fn installed_state(rules: &[TokenRule]) -> String {
-    let mut out = String::new();
-    let mut tables: Vec<_> = rules.iter().map(|rule| rule.table).collect();
-    tables.dedup();
-    tables.sort();
-    tables.dedup();
-    for table in tables {
-        let in_table = || rules.iter().filter(move |rule| rule.table == table);
-        out.push_str(&format!("*{}\n", table.iptables_name()));
-        let mut declared: Vec<&str> = Vec::new();
-        for rule in in_table() {
-            let target = rule.args.windows(2).find(|w| w[0] == "-j").map(|w| w[1].as_str());
-            for chain in std::iter::once(rule.chain).chain(target) {
-                if crate::chains::is_istio(chain) && !declared.contains(&chain) {
-                    declared.push(chain);
-                }
+    /// One table: the Istio chains in declaration order, and each chain's rule lines.
+    type Held<'a> = (Vec<&'a str>, BTreeMap<&'a str, Vec<String>>);
+    let mut tables: BTreeMap<Table, Held> = BTreeMap::new();
+    for rule in rules {
+        let (declared, chains) = tables.entry(rule.table).or_default();
+        let target = rule.args.windows(2).find(|w| w[0] == "-j").map(|w| w[1].as_str());
+        for chain in std::iter::once(rule.chain).chain(target) {
+            if crate::chains::is_istio(chain) && !declared.contains(&chain) {
+                declared.push(chain);
             }
         }
+        let held = chains.entry(rule.chain).or_default();
+        let line = format!("-A {} {}", rule.chain, rule.spec());
+        match rule.position {
+            Position::Append => held.push(line),
+            Position::Insert(at) => held.insert((at as usize).saturating_sub(1).min(held.len()), line),
+        }
+    }
+    let mut out = String::new();
+    for (table, (declared, chains)) in tables {
+        out.push_str(&format!("*{}\n", table.iptables_name()));
         for chain in declared {
             out.push_str(&format!(":{chain} - [0:0]\n"));
         }
-        for rule in in_table() {
-            out.push_str(&format!("-A {} {}\n", rule.chain, rule.args.join(" ")));
+        for line in chains.values().flatten() {
+            out.push_str(line);
+            out.push('\n');
         }
         out.push_str("COMMIT\n");
     }
@@ -233,5 +238,39 @@ fn ip_flag(family: Family) -> &'static str {
     match family {
         Family::V4 => "",
         Family::V6 => "-6 ",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_state_holds_inserts_where_the_kernel_puts_them() {
+        let rule = |chain, position, args: &str| TokenRule {
+            table: Table::Nat,
+            chain,
+            position,
+            args: args.split(' ').map(String::from).collect(),
+        };
+        let state = installed_state(&[
+            rule("PREROUTING", Position::Append, "-p tcp -j ISTIO_INBOUND"),
+            rule("PREROUTING", Position::Insert(1), "-i eth1 -j RETURN"),
+        ]);
+        assert_eq!(
+            state,
+            "*nat\n:ISTIO_INBOUND - [0:0]\n-A PREROUTING -i eth1 -j RETURN\n-A PREROUTING -p tcp -j ISTIO_INBOUND\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn saves_are_answered_in_turn_and_the_last_one_stays() {
+        let fake = FakeNetfilter::default();
+        let tool = Tool { family: Family::V4, program: "iptables".into(), variant: Variant::Nft, version: None };
+        fake.script_saves(Family::V4, &["one", "two"]);
+        let answers: Vec<String> = (0..3).map(|_| fake.save(&tool).unwrap()).collect();
+        assert_eq!(answers, ["one", "two", "two"]);
+        let legacy = Tool { program: "iptables-legacy".into(), ..tool };
+        assert!(fake.save(&legacy).is_err(), "only upstream's stub binaries are installed");
     }
 }
