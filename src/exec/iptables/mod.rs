@@ -69,8 +69,8 @@ struct FamilyRun {
     /// The input of the last restore attempted: a rollback takes it back, and the final state
     /// must be read again.
     attempted: Option<RestoreInput>,
-    /// The input of a restore that succeeded.
-    restored: Option<RestoreInput>,
+    /// The text of a restore that succeeded.
+    restored: Option<String>,
 }
 
 impl FamilyRun {
@@ -178,7 +178,7 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
     for run in runs.iter().filter(|run| !run.leftovers_only) {
         let planned = !run.rules.is_empty();
         let has_residue = run.before.has_entries();
-        let family_delta = match state::compare(&State::planned(&run.rules), &run.before) {
+        let family_delta = match state::compare(&State::of(&run.planned), &run.before) {
             Comparison::Clean => planned,
             Comparison::Differs => true,
             Comparison::NeedsRuleCheck
@@ -241,12 +241,12 @@ fn change(runner: &dyn Netfilter, run: &mut FamilyRun, decision: Decision) -> Re
         run.tool.restore_program(),
         text.trim()
     );
-    run.attempted = Some(input.clone());
+    run.attempted = Some(input);
     runner.restore(&run.tool, &text).map_err(|source| {
         tracing::error!("Command error: {}", source.xtables_text());
         Error::RestoreFailed { program: run.tool.program.clone(), family: run.label(), source }
     })?;
-    run.restored = Some(input);
+    run.restored = Some(text);
     Ok(())
 }
 
@@ -291,7 +291,7 @@ fn log_final_state(runner: &dyn Netfilter, runs: &[FamilyRun]) {
         let label = run.label();
         match (&run.restored, run.attempted.is_some()) {
             (Some(input), _) if run.saved.is_empty() => {
-                tracing::info!("Final iptables state ({label}), restored into empty tables:\n{}", input.render());
+                tracing::info!("Final iptables state ({label}), restored into empty tables:\n{input}");
             }
             (_, false) => tracing::info!("Final iptables state ({label}):\n{}", run.saved),
             (_, true) => {
