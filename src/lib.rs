@@ -5,6 +5,7 @@
 //! table and chain, per IP family) → [`render`] (iptables-restore text, nft transaction) →
 //! [`exec`] (dry-run printer or real apply) → [`validation`] (optional: prove the capture works).
 
+pub mod chains;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -1,5 +1,10 @@
-//! Dry-run: print what would be applied, never run a command. stdout carries only the rules;
-//! `DRY_RUN_FILE_PATH` receives upstream's recording of the commands it would have run.
+//! Dry-run: the real flow over the recording fake, then what it issued printed. stdout carries
+//! only the rules (each restore input a real run would feed, or the nft transaction);
+//! `DRY_RUN_FILE_PATH` receives upstream's recording of the commands its stub would have run.
+//!
+//! The fake namespace is empty, as upstream's stub is, except under `--cleanup-only`: there it
+//! holds the rules this configuration installs, so the output shows the removal a real run
+//! performs on a pod set up with the same flags (an empty namespace has nothing to remove).
 
 use std::io::Write;
 use std::path::Path;
@@ -7,55 +12,66 @@ use std::path::Path;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::plan::{Family, Plan};
-use crate::render::{iptables, nft};
+use crate::render::iptables::token_rules;
+use crate::render::nft;
 
-const FAMILIES: [(Family, &str); 2] = [(Family::V4, "iptables"), (Family::V6, "ip6tables")];
+use super::fake::{installed_state, Call, FakeNetfilter};
+use super::iptables::{self, Settings};
+use super::nftables;
 
-pub(super) fn iptables(config: &Config, plan: &Plan, stdout: &mut dyn Write) -> Result<()> {
-    let families: Vec<(Family, &str)> =
-        FAMILIES.into_iter().filter(|(family, _)| *family == Family::V4 || config.enable_ipv6).collect();
-    // State verification reads both families whatever IPv6 says; the recording shows it.
-    let mut recorded: Vec<String> = vec!["iptables-save".into(), "ip6tables-save".into()];
-    let mut printed = String::new();
-    for (family, binary) in &families {
-        let rules = iptables::token_rules(plan, *family);
-        if config.cleanup_only {
-            let commands = iptables::cleanup_commands(&rules);
-            printed.push_str(&format!("# {binary} commands (--cleanup-only)\n"));
-            for command in commands {
-                let line = format!("{binary} {command}");
-                printed.push_str(&line);
-                printed.push('\n');
-                recorded.push(line);
-            }
-        } else {
-            let text = iptables::render_restore(&rules);
-            tracing::info!("Running iptables restore with: {binary}-restore and the following input:\n{}", text.trim());
-            printed.push_str(&format!("# {binary}-restore --noflush\n"));
-            printed.push_str(&text);
-            recorded.extend(text.lines().map(str::to_string));
-        }
-    }
-    for (_, binary) in &families {
-        recorded.push(format!("{binary}-save"));
-    }
-    write_recording(config.dry_run_file.as_deref(), &recorded.join("\n"))?;
+pub(super) fn run(config: &Config, plan: &Plan, stdout: &mut dyn Write) -> Result<()> {
+    let fake = FakeNetfilter::default();
+    let (printed, recorded) =
+        if config.native_nftables { nftables_flow(config, plan, &fake)? } else { iptables_flow(config, plan, &fake)? };
+    write_recording(config.dry_run_file.as_deref(), &recorded)?;
     stdout.write_all(printed.as_bytes()).map_err(Error::Stdout)?;
-    for (family, _) in &families {
-        let label = if *family == Family::V4 { "IPv4" } else { "IPv6" };
-        tracing::info!("Final iptables state ({label}):\n");
-    }
     tracing::info!("skipping configuring routes due to dry run mode");
     Ok(())
 }
 
-pub(super) fn nftables(config: &Config, plan: &Plan, stdout: &mut dyn Write) -> Result<()> {
-    let text = if config.cleanup_only { nft::cleanup_transaction() } else { nft::transaction(plan) };
-    write_recording(config.dry_run_file.as_deref(), text.trim_end_matches('\n'))?;
-    stdout.write_all(text.as_bytes()).map_err(Error::Stdout)?;
-    tracing::info!("nftables rules (dry run, not applied):\n{text} ");
-    tracing::info!("skipping configuring routes due to dry run mode");
-    Ok(())
+fn iptables_flow(config: &Config, plan: &Plan, fake: &FakeNetfilter) -> Result<(String, String)> {
+    // Upstream's stub has fixed binary names whatever `--force-iptables-binary` says.
+    let settings = Settings { forced_backend: None, ..Settings::of(config) };
+    if config.cleanup_only {
+        for family in [Family::V4, Family::V6].into_iter().filter(|f| *f == Family::V4 || config.enable_ipv6) {
+            fake.script_saves(family, &[&installed_state(&token_rules(plan, family))]);
+        }
+    }
+    iptables::apply(settings, plan, fake)?;
+    // The recording frames the restore inputs with upstream's state reads: both families before
+    // (its verification reads IPv6 whatever IPv6 says), the planned ones after.
+    let mut recorded = vec!["iptables-save".to_string(), "ip6tables-save".to_string()];
+    let mut printed = String::new();
+    for call in fake.calls() {
+        if let Call::Restore { program, input } = call {
+            printed.push_str(&format!("# {program} --noflush\n"));
+            printed.push_str(&input);
+            recorded.extend(input.lines().map(str::to_string));
+        }
+    }
+    recorded.push("iptables-save".into());
+    if config.enable_ipv6 {
+        recorded.push("ip6tables-save".into());
+    }
+    Ok((printed, recorded.join("\n")))
+}
+
+fn nftables_flow(config: &Config, plan: &Plan, fake: &FakeNetfilter) -> Result<(String, String)> {
+    // Upstream's transaction, as its dry-run prints it; a real run commits the hardened
+    // `apply_transaction` (see README "Differences from upstream").
+    let transaction = if config.cleanup_only { nft::cleanup_transaction() } else { nft::transaction(plan) };
+    nftables::apply(fake, &transaction)?;
+    let printed: String = fake
+        .calls()
+        .into_iter()
+        .filter_map(|call| match call {
+            Call::Nft { args, stdin } if args == "-f -" => stdin,
+            _ => None,
+        })
+        .collect();
+    tracing::info!("nftables rules (dry run, not applied):\n{printed} ");
+    let recorded = printed.trim_end_matches('\n').to_string();
+    Ok((printed, recorded))
 }
 
 /// Writes the recorded lines, each followed by a newline, replacing any earlier content.

@@ -1,21 +1,44 @@
-//! The last stage: print the rendered rules (dry-run) or apply them.
+//! The last stage: apply the plan, or show what applying it would do (dry-run).
+//!
+//! Design: one seam for side effects. Every effect on the kernel or the machine goes through the
+//! [`seam::Netfilter`] trait: `-save`, `-restore` (a commit), the `-save --version` probe, the
+//! kernel's table listing and the installed programs (detection), `nft` (version, check,
+//! commit), and the `::6` address, TPROXY mark rule and local route. Two implementations:
+//! [`seam::System`] does them (programs via `process::feed_and_wait`, routes over `netlink`),
+//! and `fake::FakeNetfilter` answers `-save` from a script, fails the restores it is told to,
+//! and records every call. The flows above the seam are the same for both: `iptables::apply`
+//! (detect → read state → verify → decide → compose → apply → rollback) and `nftables::apply`
+//! (probe → commit). A dry-run is exactly those flows over the fake (as upstream's dry-run is its
+//! stub dependency); `dry_run` only chooses what the fake namespace holds (empty, or this
+//! configuration's rules under `--cleanup-only`) and prints the restore inputs or transaction
+//! the flow issued, plus upstream's recording. The unit tests in `iptables/flow_tests.rs` drive
+//! the same flow over scripted states and failures, so every decision and rollback path runs
+//! without root. A netlink nf_tables backend is one more implementation of the `nft` method (or
+//! a `commit` beside it); nothing above the seam changes. Routes are skipped in dry-run, as
+//! upstream does.
 
 mod dry_run;
+mod fake;
 mod iptables;
 pub(crate) mod netlink;
 pub mod netns;
 mod nftables;
 mod process;
 mod report;
-pub mod routes;
+mod routes;
+mod seam;
 
 use std::io::Write;
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::plan::Plan;
+use crate::render::nft;
+use seam::System;
 
+pub use iptables::CommandError;
 pub use report::log_configuration;
+pub use routes::RouteError;
 
 /// Runs the rule stage for a loaded configuration.
 pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
@@ -30,16 +53,17 @@ pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
     }
     log_configuration(config);
     let plan = Plan::build(config);
-    match (config.dry_run, config.native_nftables) {
-        (true, false) => dry_run::iptables(config, &plan, stdout),
-        (true, true) => dry_run::nftables(config, &plan, stdout),
-        (false, false) => {
-            iptables::apply(config, &plan)?;
-            routes::configure(config)
-        }
-        (false, true) => {
-            nftables::apply(config, &plan)?;
-            routes::configure(config)
-        }
+    if config.dry_run {
+        return dry_run::run(config, &plan, stdout);
     }
+    // In CNI mode the lock is scoped to the pod: its network namespace file.
+    let system = System::new(config.cni_mode, config.network_namespace.clone());
+    if config.native_nftables {
+        let transaction = if config.cleanup_only { nft::cleanup_transaction() } else { nft::apply_transaction(&plan) };
+        nftables::apply(&system, &transaction)?;
+        tracing::info!("nftables rules programmed:\n{transaction} \n");
+    } else {
+        iptables::apply(iptables::Settings::of(config), &plan, &system)?;
+    }
+    routes::configure(config, &system)
 }

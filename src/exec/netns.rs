@@ -14,8 +14,6 @@ use crate::error::{Error, Result};
 ///
 /// Must run while the process is single-threaded: setns moves only the calling thread.
 pub fn enter(path: &Path) -> Result<()> {
-    let file = File::open(path)
-        .map_err(|e| Error::Apply(format!("failed to open network namespace {}: {e}", path.display())))?;
-    setns(&file, CloneFlags::CLONE_NEWNET)
-        .map_err(|e| Error::Apply(format!("failed to enter network namespace {}: {e}", path.display())))
+    let file = File::open(path).map_err(|source| Error::NetnsOpen { path: path.to_path_buf(), source })?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| Error::NetnsEnter { path: path.to_path_buf(), source })
 }

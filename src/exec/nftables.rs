@@ -1,152 +1,56 @@
-//! Real apply for `--native-nftables`: find and probe `nft`, then feed it the whole transaction
-//! on stdin in one `nft -f -` run, which the kernel commits atomically (all or nothing).
+//! Apply for `--native-nftables`: probe `nft`, then commit the whole transaction in one run,
+//! which the kernel applies atomically (all or nothing). It runs through the seam, so a netlink
+//! nf_tables backend is one more [`Netfilter`] implementation of `nft` (version, check, commit).
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::plan::Plan;
-use crate::render::nft;
 
-/// Applies the plan or, with `--cleanup-only`, deletes the istio tables. (Routes follow in both
-/// cases, as upstream does.)
-pub(super) fn apply(config: &Config, plan: &Plan) -> Result<()> {
-    let nft = Nft::find(std::env::var_os("PATH"), config.cni_mode)?;
-    nft.probe()?;
-    let text = if config.cleanup_only { nft::cleanup_transaction() } else { nft::apply_transaction(plan) };
-    nft.run(&text)?;
-    tracing::info!("nftables rules programmed:\n{text} \n");
+use super::seam::{Netfilter, ProgramOutput};
+
+/// Probes `nft` and commits `transaction`: the plan's, or with `--cleanup-only` the deletion of
+/// the istio tables. (Routes follow in both cases, as upstream does.)
+pub(super) fn apply(netfilter: &dyn Netfilter, transaction: &str) -> Result<()> {
+    probe(netfilter)?;
+    let output = netfilter.nft(&["-f", "-"], Some(transaction))?;
+    if !output.success {
+        return Err(Error::NftCommit { output: failure_text(&output) });
+    }
     Ok(())
 }
 
-/// The `nft` binary to run.
-#[derive(Debug)]
-struct Nft {
-    path: PathBuf,
-}
-
-impl Nft {
-    /// Looks `nft` up in `search_path` (`$PATH`) as Go's `exec.LookPath` does: the first
-    /// regular, executable file named `nft` in the listed directories.
-    fn find(search_path: Option<OsString>, cni_mode: bool) -> Result<Nft> {
-        let dirs = search_path.unwrap_or_default();
-        let found = std::env::split_paths(&dirs)
-            .map(|dir| if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir })
-            .map(|dir| dir.join("nft"))
-            .find(|candidate| is_executable(candidate));
-        let Some(path) = found else {
-            let (place, image) = if cni_mode {
-                ("on the host filesystem", "the node")
-            } else {
-                ("in the sidecar container image", "the image")
-            };
-            // Upstream's text first (logs are searched for it), then what to do about it (#57978).
-            return Err(Error::Apply(format!(
-                "nativeNftables is enabled, but the nft binary is missing {place}: could not find nftables binary: \
-                 exec: \"nft\": executable file not found in $PATH; install the nftables package \
-                 (nft v1.0.1 or later) in {image}, or run without --native-nftables"
-            )));
-        };
-        Ok(Nft { path })
+/// Upstream's (knftables') checks: a usable version, and that nft may talk to the kernel (a
+/// `--check` run changes nothing but fails without CAP_NET_ADMIN or nf_tables).
+fn probe(netfilter: &dyn Netfilter) -> Result<()> {
+    let output = netfilter.nft(&["--version"], None)?;
+    check_version(&output.stdout)?;
+    let output = netfilter.nft(&["--check", "-f", "-"], Some("add table inet test\n"))?;
+    if !output.success {
+        return Err(Error::NftProbe { output: failure_text(&output) });
     }
-
-    /// Upstream's (knftables') checks: a usable version, and that nft may talk to the kernel
-    /// (a `--check` run changes nothing but fails without CAP_NET_ADMIN or nf_tables).
-    fn probe(&self) -> Result<()> {
-        let output = self.output(&["--version"], None)?;
-        let version = String::from_utf8_lossy(&output.stdout);
-        check_version(&version)?;
-        let output = self.output(&["--check", "-f", "-"], Some("add table inet test\n"))?;
-        if !output.status.success() {
-            return Err(Error::Apply(format!("could not run nftables command: {}", failure_text(&output))));
-        }
-        Ok(())
-    }
-
-    fn run(&self, transaction: &str) -> Result<()> {
-        let output = self.output(&["-f", "-"], Some(transaction))?;
-        if !output.status.success() {
-            return Err(Error::Apply(format!("nftables run failed: {}", failure_text(&output))));
-        }
-        Ok(())
-    }
-
-    fn output(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-        let spawn_error = |err: std::io::Error| {
-            Error::Apply(format!("could not run nftables command: {} {}: {err}", self.path.display(), args.join(" ")))
-        };
-        let child = Command::new(&self.path)
-            .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_error)?;
-        super::process::feed_and_wait(child, stdin).map_err(spawn_error)
-    }
+    Ok(())
 }
 
 /// knftables refuses versions before 1.0.1 (older nft mishandles parts of the syntax used).
 fn check_version(version_output: &str) -> Result<()> {
     if version_output.starts_with("nftables v0.") || version_output.starts_with("nftables v1.0.0 ") {
-        return Err(Error::Apply(format!("nft version must be v1.0.1 or later (got {})", version_output.trim())));
+        return Err(Error::NftTooOld { version: version_output.trim().to_string() });
     }
     Ok(())
 }
 
 /// nft's whole stderr (errors come with the offending line and caret markers); the exit status
 /// when it printed nothing, e.g. when killed.
-fn failure_text(output: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if stderr.trim().is_empty() {
-        output.status.to_string()
+fn failure_text(output: &ProgramOutput) -> String {
+    if output.stderr.trim().is_empty() {
+        output.status.clone()
     } else {
-        stderr.into_owned()
+        output.stderr.clone()
     }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_nft_names_upstreams_error_and_what_to_install() {
-        let empty = tempfile::tempdir().unwrap();
-        let err = Nft::find(Some(empty.path().as_os_str().to_owned()), false).unwrap_err();
-        assert_eq!(err.exit_code(), 1);
-        let text = err.to_string();
-        assert!(
-            text.starts_with(
-                "nativeNftables is enabled, but the nft binary is missing in the sidecar container image: \
-                 could not find nftables binary: exec: \"nft\": executable file not found in $PATH"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("install the nftables package"), "{text}");
-
-        let err = Nft::find(None, true).unwrap_err().to_string();
-        assert!(err.starts_with("nativeNftables is enabled, but the nft binary is missing on the host filesystem: "));
-    }
-
-    #[test]
-    fn nft_is_found_only_as_an_executable_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let nft = dir.path().join("nft");
-        std::fs::write(&nft, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&nft, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let search = std::env::join_paths([Path::new("/nonexistent"), dir.path()]).unwrap();
-        assert!(Nft::find(Some(search.clone()), false).is_err());
-        std::fs::set_permissions(&nft, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(Nft::find(Some(search), false).unwrap().path, nft);
-    }
+    use crate::exec::fake::{Call, FakeNetfilter};
 
     #[test]
     fn versions_before_1_0_1_are_refused() {
@@ -158,14 +62,37 @@ mod tests {
     }
 
     #[test]
+    fn probes_then_commits_the_transaction() {
+        let fake = FakeNetfilter::default();
+        apply(&fake, "add table inet x\n").unwrap();
+        let commits: Vec<Call> = fake.calls().into_iter().filter(|c| matches!(c, Call::Nft { .. })).collect();
+        assert_eq!(commits.len(), 3, "{commits:?}");
+        assert_eq!(
+            commits[2],
+            Call::Nft { args: "-f -".into(), stdin: Some("add table inet x\n".into()) },
+            "the transaction comes last, after the version and --check probes"
+        );
+    }
+
+    #[test]
     fn a_failing_run_reports_nfts_stderr() {
+        let fake = FakeNetfilter::default();
+        fake.fail_nft_commit("Error: Could not process rule\n");
+        let err = apply(&fake, "add table inet x\n").unwrap_err();
+        assert_eq!(err.to_string(), "nftables run failed: Error: Could not process rule\n");
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_real_failing_nft_is_reported_with_its_stderr() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let nft = dir.path().join("nft");
         std::fs::write(&nft, "#!/bin/sh\ncat >/dev/null\necho 'Error: Could not process rule' >&2\nexit 1\n").unwrap();
         std::fs::set_permissions(&nft, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let err = Nft { path: nft }.run("add table inet x\n").unwrap_err();
-        assert_eq!(err.to_string(), "nftables run failed: Error: Could not process rule\n");
-        assert_eq!(err.exit_code(), 1);
+        let system = crate::exec::seam::System::with_nft(nft);
+        let output = system.nft(&["-f", "-"], Some("add table inet x\n")).unwrap();
+        assert!(!output.success);
+        assert_eq!(failure_text(&output), "Error: Could not process rule\n");
     }
 }

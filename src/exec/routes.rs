@@ -15,8 +15,10 @@ use nix::errno::Errno;
 use nix::libc;
 
 use super::netlink::{self, Message, Socket};
+use super::seam::Netfilter;
 use crate::config::{Config, InboundPorts};
 use crate::error::{Error, Result};
+use crate::plan::Family;
 
 /// `fib_rule_hdr.flags`: the rule matches when its selectors do not.
 const FIB_RULE_INVERT: u32 = 0x2;
@@ -36,42 +38,67 @@ const RT_TABLE_UNSPEC: u8 = 0;
 /// `fib_rule_hdr` and `rtmsg` are both 12 bytes.
 const RULE_HEADER_LEN: usize = 12;
 
-/// Configures the address and routes the configuration needs in the current network namespace.
-/// Errors read `failed to configure routes: …`.
-pub fn configure(config: &Config) -> Result<()> {
-    let wrap = |e: String| Error::Apply(format!("failed to configure routes: {e}"));
+/// Why the address or routing could not be set up; each text follows `failed to configure
+/// routes: ` in the error a person sees.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("failed to open a netlink socket: {0}")]
+    Socket(#[source] Errno),
+    #[error("failed to find 'lo' link: {0}")]
+    Loopback(#[source] Errno),
+    #[error("failed to add IPv6 inbound address: {0}")]
+    Address(#[source] Errno),
+    #[error("failed to list netlink rules: {0}")]
+    ListRules(#[source] Errno),
+    #[error("failed to configure netlink rule: {0}")]
+    AddRule(#[source] Errno),
+    #[error("failed to add route: {0}")]
+    AddRoute(#[source] Errno),
+}
+
+/// Configures the address and routes the configuration needs, through the seam.
+pub(crate) fn configure(config: &Config, netfilter: &dyn Netfilter) -> Result<()> {
     let tproxy = config.is_tproxy() && config.inbound_ports != InboundPorts::None;
-    if !config.enable_ipv6 && !tproxy {
-        return Ok(());
-    }
-    let mut socket = Socket::open().map_err(|e| wrap(format!("failed to open a netlink socket: {e}")))?;
-    let lo = nix::net::if_::if_nametoindex("lo").map_err(|e| wrap(format!("failed to find 'lo' link: {e}")))?;
     if config.enable_ipv6 {
-        add_passthrough_address(&mut socket, lo).map_err(wrap)?;
+        netfilter.add_loopback_passthrough_address().map_err(Error::Routes)?;
         tracing::info!("Added ::6 address on the loopback iface");
     }
     if tproxy {
-        let mut families = vec![libc::AF_INET as u8];
+        let mut families = vec![Family::V4];
         if config.enable_ipv6 {
-            families.push(libc::AF_INET6 as u8);
+            families.push(Family::V6);
         }
         for family in families {
-            ensure_mark_rule(&mut socket, family, config.tproxy_mark, config.tproxy_route_table).map_err(wrap)?;
-            add_local_default_route(&mut socket, family, config.tproxy_route_table, lo).map_err(wrap)?;
+            netfilter.ensure_mark_rule(family, config.tproxy_mark, config.tproxy_route_table).map_err(Error::Routes)?;
+            netfilter.add_local_default_route(family, config.tproxy_route_table).map_err(Error::Routes)?;
         }
     }
     Ok(())
 }
 
+fn address_family(family: Family) -> u8 {
+    match family {
+        Family::V4 => libc::AF_INET as u8,
+        Family::V6 => libc::AF_INET6 as u8,
+    }
+}
+
+fn open_with_loopback() -> Result<(Socket, u32), RouteError> {
+    let socket = Socket::open().map_err(RouteError::Socket)?;
+    let lo = nix::net::if_::if_nametoindex("lo").map_err(RouteError::Loopback)?;
+    Ok((socket, lo))
+}
+
 /// `ip -6 addr add ::6/128 dev lo`; already present is fine.
-fn add_passthrough_address(socket: &mut Socket, lo: u32) -> std::result::Result<(), String> {
+pub(crate) fn netlink_add_passthrough_address() -> Result<(), RouteError> {
+    let (mut socket, lo) = open_with_loopback()?;
     let address = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6).octets();
     let mut header = vec![libc::AF_INET6 as u8, 128, 0, 0];
     header.extend_from_slice(&lo.to_ne_bytes());
     let message = Message::new(&header).attr(IFA_LOCAL, &address).attr(IFA_ADDRESS, &address);
     match socket.create(netlink::RTM_NEWADDR, &message) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(e) => Err(format!("failed to add IPv6 inbound address: {e}")),
+        Err(e) => Err(RouteError::Address(e)),
     }
 }
 
@@ -81,10 +108,11 @@ fn rule_header(family: u8, table: u32) -> [u8; RULE_HEADER_LEN] {
 }
 
 /// `ip rule add fwmark MARK lookup TABLE`, unless an equivalent rule exists.
-fn ensure_mark_rule(socket: &mut Socket, family: u8, mark: u32, table: u32) -> std::result::Result<(), String> {
+pub(crate) fn netlink_ensure_mark_rule(family: Family, mark: u32, table: u32) -> Result<(), RouteError> {
+    let mut socket = Socket::open().map_err(RouteError::Socket)?;
+    let family = address_family(family);
     let request = Message::new(&rule_header(family, 0));
-    let rules =
-        socket.dump(netlink::RTM_GETRULE, &request).map_err(|e| format!("failed to list netlink rules: {e}"))?;
+    let rules = socket.dump(netlink::RTM_GETRULE, &request).map_err(RouteError::ListRules)?;
     let exists = rules.iter().filter(|r| r.kind == netlink::RTM_NEWRULE).any(|rule| is_mark_rule(rule, mark, table));
     if exists {
         return Ok(());
@@ -92,7 +120,7 @@ fn ensure_mark_rule(socket: &mut Socket, family: u8, mark: u32, table: u32) -> s
     let message = Message::new(&rule_header(family, table)).attr_u32(FRA_FWMARK, mark).attr_u32(FRA_TABLE, table);
     match socket.create(netlink::RTM_NEWRULE, &message) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(e) => Err(format!("failed to configure netlink rule: {e}")),
+        Err(e) => Err(RouteError::AddRule(e)),
     }
 }
 
@@ -132,13 +160,15 @@ fn is_mark_rule(rule: &netlink::Reply, mark: u32, table: u32) -> bool {
 }
 
 /// `ip [-6] route add local default dev lo table TABLE`; already present is fine.
-fn add_local_default_route(socket: &mut Socket, family: u8, table: u32, lo: u32) -> std::result::Result<(), String> {
+pub(crate) fn netlink_add_local_default_route(family: Family, table: u32) -> Result<(), RouteError> {
+    let (mut socket, lo) = open_with_loopback()?;
+    let family = address_family(family);
     let table_byte = u8::try_from(table).unwrap_or(RT_TABLE_UNSPEC);
     let header = [family, 0, 0, 0, table_byte, RTPROT_BOOT, RT_SCOPE_HOST, RTN_LOCAL, 0, 0, 0, 0];
     let message = Message::new(&header).attr_u32(RTA_TABLE, table).attr_u32(RTA_OIF, lo);
     match socket.create(netlink::RTM_NEWROUTE, &message) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(e) => Err(format!("failed to add route: {e}")),
+        Err(e) => Err(RouteError::AddRoute(e)),
     }
 }
 

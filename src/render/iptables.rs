@@ -1,17 +1,16 @@
-//! iptables-restore text, per family, byte for byte as upstream writes it for
-//! `iptables-restore --noflush`; and the cleanup commands that undo a plan.
+//! The plan as iptables rules (tokens with a typed table, chain and position), and the plan's
+//! restore input, byte for byte as upstream writes it for `iptables-restore --noflush`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use super::restore::{Op, RestoreInput};
+
+use crate::chains;
 use crate::plan::{
     Family, Owner, Plan, Position, Proto, Rule, RuleKind, ServerMatch, Table, UdpPortMatch, Verdict, AGENT_DNS_PORT,
     DNS_PORT,
 };
-
-/// Chains and targets that iptables provides; anything else must be created with `-N`.
-const BUILT_IN: [&str; 8] = ["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING", "ACCEPT", "RETURN", "DROP"];
 
 /// One rule as iptables tokens: `-A CHAIN args…` or `-I CHAIN POS args…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,17 +39,13 @@ impl TokenRule {
         }
     }
 
-    /// The rule as restore-file text (`-A …` / `-I … N …`), without the table.
-    pub fn line(&self) -> String {
-        let mut line = match self.position {
-            Position::Append => format!("-A {}", self.chain),
-            Position::Insert(pos) => format!("-I {} {pos}", self.chain),
-        };
-        for arg in &self.args {
-            line.push(' ');
-            line.push_str(arg);
-        }
-        line
+    /// The match and target tokens as one space-separated spec.
+    pub fn spec(&self) -> String {
+        self.args.join(" ")
+    }
+
+    fn add_op(&self) -> Op {
+        Op::Add { chain: self.chain.to_string(), position: self.position, spec: self.spec() }
     }
 }
 
@@ -61,11 +56,13 @@ pub fn token_rules(plan: &Plan, family: Family) -> Vec<TokenRule> {
 
 /// The iptables-restore input for one family; empty when the family has no rules.
 pub fn restore_text(plan: &Plan, family: Family) -> String {
-    render_restore(&token_rules(plan, family))
+    restore_input(&token_rules(plan, family)).render()
 }
 
-pub fn render_restore(rules: &[TokenRule]) -> String {
-    let mut tables: BTreeMap<Table, Vec<String>> = BTreeMap::new();
+/// The plan's rules as one restore input: per table (in name order), the `-N` declarations of
+/// every chain a rule is in or jumps to, then the rules in plan order.
+pub fn restore_input(rules: &[TokenRule]) -> RestoreInput {
+    let mut tables: BTreeMap<Table, Vec<Op>> = BTreeMap::new();
     let mut seen: HashSet<(&str, Table)> = HashSet::new();
     for rule in rules {
         declare(&mut tables, &mut seen, rule.chain, rule.table);
@@ -77,54 +74,43 @@ pub fn render_restore(rules: &[TokenRule]) -> String {
         }
     }
     for rule in rules {
-        tables.entry(rule.table).or_default().push(rule.line());
+        tables.entry(rule.table).or_default().push(rule.add_op());
     }
-    let mut out = String::new();
-    for (table, lines) in tables.iter().filter(|(_, lines)| !lines.is_empty()) {
-        let _ = writeln!(out, "* {}", table.iptables_name());
-        for line in lines {
-            out.push_str(line);
-            out.push('\n');
-        }
-        out.push_str("COMMIT\n");
+    let mut input = RestoreInput::default();
+    for (table, ops) in tables {
+        input.push_block(table, ops);
     }
-    out
+    input
+}
+
+/// Upstream's per-rule `iptables -t T -C …` checks as one restore input: a restore stops at the
+/// first `-C` that does not match, so a single process answers "are all planned rules present?".
+pub fn check_input(rules: &[TokenRule]) -> RestoreInput {
+    let mut input = RestoreInput::default();
+    let mut tables: Vec<Table> = rules.iter().map(|rule| rule.table).collect();
+    tables.sort();
+    tables.dedup();
+    for table in tables {
+        let checks = rules
+            .iter()
+            .filter(|rule| rule.table == table)
+            .map(|rule| Op::Check { chain: rule.chain.to_string(), spec: rule.spec() });
+        input.table(table).extend(checks);
+    }
+    input
 }
 
 /// Adds `-N chain` the first time a (chain, table) pair is seen, unless iptables provides it.
 fn declare<'a>(
-    tables: &mut BTreeMap<Table, Vec<String>>,
+    tables: &mut BTreeMap<Table, Vec<Op>>,
     seen: &mut HashSet<(&'a str, Table)>,
     chain: &'a str,
     table: Table,
 ) {
-    let lines = tables.entry(table).or_default();
-    if seen.insert((chain, table)) && !BUILT_IN.contains(&chain) {
-        lines.push(format!("-N {chain}"));
+    let ops = tables.entry(table).or_default();
+    if seen.insert((chain, table)) && !chains::is_built_in_target(chain) {
+        ops.push(Op::NewChain(chain.to_string()));
     }
-}
-
-/// The commands (`-t TABLE -D …`, then `-F`/`-X` per chain) that remove a plan's rules and
-/// chains, in upstream's order: rules in reverse, then each ISTIO chain flushed and deleted.
-/// Rules inside ISTIO chains go away with the flush, so only jumps into them are deleted.
-pub fn cleanup_commands(rules: &[TokenRule]) -> Vec<String> {
-    let mut commands = Vec::new();
-    for rule in rules.iter().rev() {
-        let jumps_to_istio = rule.args.windows(2).any(|w| w[0] == "-j" && w[1].starts_with("ISTIO_"));
-        if rule.chain.starts_with("ISTIO_") && !jumps_to_istio {
-            continue;
-        }
-        commands.push(format!("-t {} -D {} {}", rule.table.iptables_name(), rule.chain, rule.args.join(" ")));
-    }
-    let mut flushed = HashSet::new();
-    for rule in rules.iter().rev() {
-        if !BUILT_IN.contains(&rule.chain) && flushed.insert((rule.chain, rule.table)) {
-            let table = rule.table.iptables_name();
-            commands.push(format!("-t {table} -F {}", rule.chain));
-            commands.push(format!("-t {table} -X {}", rule.chain));
-        }
-    }
-    commands
 }
 
 /// Builds one rule's argument tokens.
@@ -289,7 +275,35 @@ fn udp_port(a: Args, port: UdpPortMatch) -> Args {
     }
 }
 
-/// Whether a chain name is one of ours (used by state inspection and cleanup).
-pub fn is_istio_chain(name: &str) -> bool {
-    name.starts_with("ISTIO_")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(table: Table, chain: &'static str, position: Position, args: &[&str]) -> TokenRule {
+        TokenRule { table, chain, position, args: args.iter().map(|a| a.to_string()).collect() }
+    }
+
+    #[test]
+    fn check_input_turns_every_rule_into_a_check() {
+        let rules = [
+            rule(Table::Nat, "OUTPUT", Position::Append, &["-j", "ISTIO_OUTPUT"]),
+            rule(Table::Mangle, "ISTIO_INBOUND", Position::Insert(2), &["-p", "tcp", "-j", "RETURN"]),
+        ];
+        assert_eq!(
+            check_input(&rules).render(),
+            "* mangle\n-C ISTIO_INBOUND -p tcp -j RETURN\nCOMMIT\n* nat\n-C OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn the_restore_input_declares_chains_before_the_rules() {
+        let rules = [
+            rule(Table::Nat, "OUTPUT", Position::Append, &["-j", "ISTIO_OUTPUT"]),
+            rule(Table::Nat, "ISTIO_OUTPUT", Position::Insert(1), &["-j", "RETURN"]),
+        ];
+        assert_eq!(
+            restore_input(&rules).render(),
+            "* nat\n-N ISTIO_OUTPUT\n-A OUTPUT -j ISTIO_OUTPUT\n-I ISTIO_OUTPUT 1 -j RETURN\nCOMMIT\n"
+        );
+    }
 }

@@ -183,12 +183,18 @@ impl Runner {
 
 /// A command that could not start or exited non-zero.
 #[derive(Debug)]
-pub(crate) struct CommandError {
+pub struct CommandError {
     /// The command line, for messages.
-    pub command: String,
-    spawn: Option<std::io::Error>,
-    status: Option<ExitStatus>,
-    pub stderr: String,
+    pub(crate) command: String,
+    pub(crate) spawn: Option<std::io::Error>,
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) stderr: String,
+}
+
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.spawn.as_ref().map(|e| e as _)
+    }
 }
 
 impl CommandError {

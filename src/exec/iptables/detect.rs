@@ -13,13 +13,13 @@
 //! `/proc/net/ip(6)_tables_names`, and nf_tables answers a netlink table dump. On a fresh pod
 //! both are empty, and the first `iptables` process the run starts is the restore.
 
-use std::path::Path;
-
 use crate::config::IptablesBackend;
+use crate::error::Error;
 use crate::exec::netlink::{self, Message, Socket};
+use crate::exec::seam::Netfilter;
 use crate::plan::Family;
 
-use super::commands::{CommandError, Runner, Tool, Variant, Version};
+use super::commands::{CommandError, Tool, Variant, Version};
 
 /// The chosen tool and its `-save` output at detection time.
 #[derive(Debug)]
@@ -42,7 +42,11 @@ pub(crate) fn has_rules(saved: &str) -> bool {
 }
 
 /// Detects the tool for `family`, or explains why none works.
-pub(crate) fn detect(family: Family, forced: Option<IptablesBackend>, runner: &Runner) -> Result<Detected, String> {
+pub(crate) fn detect(
+    family: Family,
+    forced: Option<IptablesBackend>,
+    runner: &dyn Netfilter,
+) -> Result<Detected, Error> {
     let mut detected = choose(family, forced, runner)?;
     // The lock argument depends on the legacy version. A non-empty dump names it in its header;
     // otherwise ask, which costs a process only for legacy on an empty ruleset.
@@ -53,14 +57,14 @@ pub(crate) fn detect(family: Family, forced: Option<IptablesBackend>, runner: &R
     Ok(detected)
 }
 
-fn choose(family: Family, forced: Option<IptablesBackend>, runner: &Runner) -> Result<Detected, String> {
+fn choose(family: Family, forced: Option<IptablesBackend>, runner: &dyn Netfilter) -> Result<Detected, Error> {
     let base = prefix(family);
     match forced {
         Some(IptablesBackend::Legacy) => read(runner, family, format!("{base}-legacy"), Variant::Legacy),
         Some(IptablesBackend::Nft) => read(runner, family, format!("{base}-nft"), Variant::Nft),
         None => {
             let mut failures = Vec::new();
-            if has_no_tables(family, Variant::Legacy) {
+            if runner.lists_no_tables(family, Variant::Legacy) {
                 // No legacy table, so no legacy rule: nothing to read.
                 return read(runner, family, format!("{base}-nft"), Variant::Nft).or_else(|nft| {
                     tracing::debug!("{nft}");
@@ -86,29 +90,32 @@ fn choose(family: Family, forced: Option<IptablesBackend>, runner: &Runner) -> R
 
 /// Last resort, as upstream: whatever the distribution's `iptables` points to. Its variant is
 /// settled by `--version` (legacy until then), so its state is always read.
-fn plain(runner: &Runner, family: Family) -> Result<Detected, String> {
+fn plain(runner: &dyn Netfilter, family: Family) -> Result<Detected, Error> {
     let tool = Tool { family, program: prefix(family).to_string(), variant: Variant::Legacy, version: None };
-    let saved = runner.save(&tool).map_err(|e| unusable(&tool, &e))?;
+    let saved = runner.save(&tool).map_err(|e| unusable(&tool, e))?;
     Ok(Detected { tool, saved })
 }
 
 /// Reads `program-save`; the version comes from the dump's header when there is one. A
 /// variant with no table in this namespace is empty without asking, provided its programs
 /// are installed.
-fn read(runner: &Runner, family: Family, program: String, variant: Variant) -> Result<Detected, String> {
+fn read(runner: &dyn Netfilter, family: Family, program: String, variant: Variant) -> Result<Detected, Error> {
     let mut tool = Tool { family, program, variant, version: None };
-    if has_no_tables(family, variant) && on_path(&tool.restore_program()) && on_path(&tool.save_program()) {
+    if runner.lists_no_tables(family, variant)
+        && runner.installed(&tool.restore_program())
+        && runner.installed(&tool.save_program())
+    {
         return Ok(Detected { tool, saved: String::new() });
     }
-    let saved = runner.save(&tool).map_err(|e| unusable(&tool, &e))?;
+    let saved = runner.save(&tool).map_err(|e| unusable(&tool, e))?;
     tool.version = Version::find_in(saved.lines().next().unwrap_or_default());
     Ok(Detected { tool, saved })
 }
 
 /// `<program>-save --version`: `iptables-save v1.8.9 (nf_tables)`.
-fn ask_version(runner: &Runner, tool: &mut Tool) {
+fn ask_version(runner: &dyn Netfilter, tool: &mut Tool) {
     let save = tool.save_program();
-    match runner.run(&save, &["--version"], None, None) {
+    match runner.save_version(tool) {
         Ok(out) => {
             if out.contains("nf_tables") {
                 tool.variant = Variant::Nft;
@@ -130,7 +137,7 @@ fn ask_version(runner: &Runner, tool: &mut Tool) {
 
 /// Whether the kernel shows no table at all for this family and variant (so `-save` would
 /// print nothing). Any doubt (unreadable, unsupported) answers false, and `-save` decides.
-fn has_no_tables(family: Family, variant: Variant) -> bool {
+pub(crate) fn kernel_lists_no_tables(family: Family, variant: Variant) -> bool {
     match variant {
         Variant::Legacy => {
             let names = match family {
@@ -156,14 +163,8 @@ fn has_no_tables(family: Family, variant: Variant) -> bool {
     }
 }
 
-/// Whether `program` is an existing file in a `PATH` directory (what spawning it would find).
-fn on_path(program: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| Path::new(&dir).join(program).is_file())
-}
-
-fn unusable(tool: &Tool, error: &CommandError) -> String {
-    format!("iptables binary {} has no working kernel support and cannot be used: {error}", tool.program)
+fn unusable(tool: &Tool, source: CommandError) -> Error {
+    Error::IptablesUnusable { program: tool.program.clone(), source }
 }
 
 #[cfg(test)]

@@ -7,26 +7,59 @@
 //! input applied to empty tables). A rerun with nothing to change: one `-save` (detection and
 //! state read) and one restore holding every `-C` check; its final state is the state it read.
 
-mod cleanup;
 mod commands;
+mod compose;
 mod detect;
+mod recognise;
 mod sandbox;
 mod state;
+mod undo;
 
-use crate::config::Config;
+#[cfg(test)]
+mod flow_tests;
+
+use crate::config::{Config, IptablesBackend};
 use crate::error::{Error, Result};
+use crate::exec::seam::Netfilter;
 use crate::plan::{Family, Plan};
-use crate::render::iptables::{render_restore, token_rules, TokenRule};
+use crate::render::iptables::{check_input, restore_input, token_rules, TokenRule};
+use crate::render::restore::RestoreInput;
 
-use cleanup::Steps;
-use commands::{family_label, Runner, Tool};
+use commands::family_label;
+pub use commands::CommandError;
+pub(crate) use commands::{Runner, Tool, Variant};
+use compose::Steps;
+pub(crate) use detect::kernel_lists_no_tables;
 use state::{Comparison, Decision, State};
+
+/// What steers the flow, taken from the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Settings {
+    pub enable_ipv6: bool,
+    pub reconcile: bool,
+    pub cleanup_only: bool,
+    pub force_apply: bool,
+    pub forced_backend: Option<IptablesBackend>,
+}
+
+impl Settings {
+    pub(crate) fn of(config: &Config) -> Settings {
+        Settings {
+            enable_ipv6: config.enable_ipv6,
+            reconcile: config.reconcile,
+            cleanup_only: config.cleanup_only,
+            force_apply: config.force_apply,
+            forced_backend: config.force_iptables_binary,
+        }
+    }
+}
 
 /// One family's tool, plan and state through the run.
 struct FamilyRun {
     tool: Tool,
     rules: Vec<TokenRule>,
-    restore_text: String,
+    /// The plan's restore input for this family.
+    planned: RestoreInput,
     /// `-save` output at the start, and parsed.
     saved: String,
     before: State,
@@ -35,8 +68,8 @@ struct FamilyRun {
     leftovers_only: bool,
     /// The input of the last restore attempted: a rollback takes it back, and the final state
     /// must be read again.
-    attempted: Option<String>,
-    /// The input of a restore that succeeded.
+    attempted: Option<RestoreInput>,
+    /// The text of a restore that succeeded.
     restored: Option<String>,
 }
 
@@ -46,9 +79,7 @@ impl FamilyRun {
     }
 }
 
-pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
-    // In CNI mode the lock is scoped to the pod: its network namespace file.
-    let runner = Runner::new(config.cni_mode, config.network_namespace.clone());
+pub(crate) fn apply(config: Settings, plan: &Plan, runner: &dyn Netfilter) -> Result<()> {
     // With IPv6 off nothing is planned for it, but an earlier run may have had it on: a
     // reconcile or a cleanup must not leave that run's IPv6 capture behind.
     let ipv6_leftovers = !config.enable_ipv6 && (config.reconcile || config.cleanup_only);
@@ -58,7 +89,7 @@ pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
     }
     let mut runs = Vec::new();
     for (family, leftovers_only) in families {
-        let detected = match detect::detect(family, config.force_iptables_binary, &runner) {
+        let detected = match detect::detect(family, config.forced_backend, runner) {
             Ok(detected) => detected,
             // No ip6tables is fine while IPv6 is off: there can be no IPv6 rules to remove.
             Err(e) if leftovers_only => {
@@ -67,29 +98,29 @@ pub(crate) fn apply(config: &Config, plan: &Plan) -> Result<()> {
             }
             Err(e) => {
                 tracing::error!("did not find a working iptables binary for {}: {e}", family_label(family));
-                return Err(Error::Apply(e));
+                return Err(e);
             }
         };
         let rules = if leftovers_only { Vec::new() } else { token_rules(plan, family) };
-        let restore_text = render_restore(&rules);
+        let planned = restore_input(&rules);
         runs.push(FamilyRun {
             before: State::parse(&detected.saved),
             saved: detected.saved,
             tool: detected.tool,
             rules,
-            restore_text,
+            planned,
             leftovers_only,
             attempted: None,
             restored: None,
         });
     }
-    let result = run(config, &runner, &mut runs);
-    log_final_state(&runner, &runs);
+    let result = run(config, runner, &mut runs);
+    log_final_state(runner, &runs);
     result
 }
 
-fn run(config: &Config, runner: &Runner, runs: &mut [FamilyRun]) -> Result<()> {
-    let (residue, delta) = verify(runner, runs, config.reconcile);
+fn run(config: Settings, runner: &dyn Netfilter, runs: &mut [FamilyRun]) -> Result<()> {
+    let (residue, delta) = verify(runner, runs, config);
     let flags = state::Flags {
         reconcile: config.reconcile,
         cleanup_only: config.cleanup_only,
@@ -114,7 +145,7 @@ fn run(config: &Config, runner: &Runner, runs: &mut [FamilyRun]) -> Result<()> {
             // Only removal: no guardrails (nothing is rebuilt) and nothing to apply. Under
             // `--reconcile` it happens whatever the IPv4 verdict, since that verdict cannot
             // see this family.
-            let cleanup = decision.cleanup || (flags.reconcile && cleanup::has_istio_rules(&run.before, &[]));
+            let cleanup = decision.cleanup || (flags.reconcile && recognise::has_istio_rules(&run.before, &[]));
             Decision { cleanup, guardrails: false, apply: false }
         } else {
             decision
@@ -140,25 +171,28 @@ fn run(config: &Config, runner: &Runner, runs: &mut [FamilyRun]) -> Result<()> {
 /// §3.2–3.3: the global (residue, delta) verdict, logged as upstream does. With `reconcile`,
 /// Istio rules in built-in chains that the plan does not have are a delta too: upstream's
 /// checks only ask whether the planned rules exist, so a reconcile would keep them.
-fn verify(runner: &Runner, runs: &[FamilyRun], reconcile: bool) -> (bool, bool) {
+fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool, bool) {
     let (mut residue, mut delta) = (false, false);
     // A leftovers-only family (IPv6 while off) is upstream's "not read": it decides nothing
     // for the others, and `run` cleans it on its own.
     for run in runs.iter().filter(|run| !run.leftovers_only) {
         let planned = !run.rules.is_empty();
         let has_residue = run.before.has_entries();
-        let family_delta = match state::compare(&State::parse(&run.restore_text), &run.before) {
+        let family_delta = match state::compare(&State::of(&run.planned), &run.before) {
             Comparison::Clean => planned,
             Comparison::Differs => true,
-            Comparison::NeedsRuleCheck if reconcile && cleanup::has_stale_built_in_rules(&run.before, &run.rules) => {
+            Comparison::NeedsRuleCheck
+                if config.reconcile && recognise::has_stale_built_in_rules(&run.before, &run.rules) =>
+            {
                 tracing::info!(
                     "Found {} Istio rules in built-in chains that the current configuration does not create",
                     run.label()
                 );
                 true
             }
-            // Nothing planned: nothing to check (and no process to spend on it).
-            Comparison::NeedsRuleCheck if !planned => false,
+            // Nothing planned: nothing to check (and no process to spend on it). A cleanup
+            // removes the same whatever the checks would say, so it does not run them either.
+            Comparison::NeedsRuleCheck if !planned || config.cleanup_only => false,
             Comparison::NeedsRuleCheck => !rules_present(runner, run),
         };
         if has_residue && !planned {
@@ -180,8 +214,8 @@ fn verify(runner: &Runner, runs: &[FamilyRun], reconcile: bool) -> (bool, bool) 
 }
 
 /// Upstream's `-C` checks, all in one restore input.
-fn rules_present(runner: &Runner, run: &FamilyRun) -> bool {
-    match runner.restore(&run.tool, &state::check_input(&run.rules)) {
+fn rules_present(runner: &dyn Netfilter, run: &FamilyRun) -> bool {
+    match runner.restore(&run.tool, &check_input(&run.rules).render()) {
         Ok(()) => true,
         Err(e) => {
             tracing::debug!("Ignoring iptables command error: {}", e.xtables_text());
@@ -191,28 +225,28 @@ fn rules_present(runner: &Runner, run: &FamilyRun) -> bool {
 }
 
 /// Cleanup and/or apply for one family, as one restore input.
-fn change(runner: &Runner, run: &mut FamilyRun, decision: Decision) -> Result<()> {
+fn change(runner: &dyn Netfilter, run: &mut FamilyRun, decision: Decision) -> Result<()> {
     let steps = Steps {
         remove: decision.cleanup.then_some(&run.before),
         guard: decision.guardrails.then_some(&run.before),
-        apply: decision.apply.then_some(run.restore_text.as_str()),
+        apply: decision.apply.then_some(&run.planned),
     };
-    let batch = cleanup::compose(steps, &run.rules);
-    if batch.is_empty() {
+    let input = compose::compose(steps, &run.rules);
+    if input.is_empty() {
         return Ok(());
     }
-    let input = batch.render();
+    let text = input.render();
     tracing::info!(
         "Running iptables restore with: {} and the following input:\n{}",
         run.tool.restore_program(),
-        input.trim()
+        text.trim()
     );
-    run.attempted = Some(input.clone());
-    runner.restore(&run.tool, &input).map_err(|e| {
-        tracing::error!("Command error: {}", e.xtables_text());
-        Error::Apply(format!("{} restore of the {} rules failed: {e}", run.tool.program, run.label()))
+    run.attempted = Some(input);
+    runner.restore(&run.tool, &text).map_err(|source| {
+        tracing::error!("Command error: {}", source.xtables_text());
+        Error::RestoreFailed { program: run.tool.program.clone(), family: run.label(), source }
     })?;
-    run.restored = Some(input);
+    run.restored = Some(text);
     Ok(())
 }
 
@@ -221,7 +255,7 @@ fn change(runner: &Runner, run: &mut FamilyRun, decision: Decision) -> Result<()
 /// exactly what this run added; after a reconcile the old rules are gone already). The failed
 /// family (which may have committed some tables, and its guardrails) loses what this run added;
 /// after a reconcile, its remaining old Istio rules go too, rather than a mix of two configs.
-fn rollback(runner: &Runner, runs: &[FamilyRun], decision: Decision) {
+fn rollback(runner: &dyn Netfilter, runs: &[FamilyRun], decision: Decision) {
     let failed = runs.len().saturating_sub(1);
     for (index, run) in runs.iter().enumerate() {
         let Some(input) = &run.attempted else { continue };
@@ -233,7 +267,7 @@ fn rollback(runner: &Runner, runs: &[FamilyRun], decision: Decision) {
             }
         };
         let remove_all = index < failed || decision.cleanup;
-        let undo = cleanup::undo(&run.before, &after, input, remove_all, &run.rules);
+        let undo = undo::undo(&run.before, &after, input, remove_all, &run.rules);
         if undo.is_empty() {
             continue;
         }
@@ -249,7 +283,7 @@ fn rollback(runner: &Runner, runs: &[FamilyRun], decision: Decision) {
 /// something the run cannot account for: an untouched family still has the state read at the
 /// start, and a family that had no table at all now holds exactly what the restore put there
 /// (on a fresh pod a final `-save` costs about as much as the restore itself).
-fn log_final_state(runner: &Runner, runs: &[FamilyRun]) {
+fn log_final_state(runner: &dyn Netfilter, runs: &[FamilyRun]) {
     if !tracing::enabled!(tracing::Level::INFO) {
         return;
     }

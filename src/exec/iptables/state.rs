@@ -1,69 +1,57 @@
 //! What is already in the kernel, compared with what the plan wants (`apply.md` §3.1–3.4).
 //!
-//! Both sides are parsed the same way: the expected side from our restore text, the current
-//! side from `-save` output. `-save` rewrites rules (`-m tcp` added, options reordered), so rule
-//! text is never compared; chain presence and ISTIO rule counts are, and rule content is
-//! checked by iptables itself (`-C`).
+//! Both sides come from the one typed model, [`RestoreInput`]: the current side is `-save`
+//! output parsed into it, the expected side the plan's own restore input (never its text). `-save` rewrites rules (`-m tcp` added, options reordered), so rule text is
+//! never compared; chain presence and ISTIO rule counts are, and rule content is checked by
+//! iptables itself (`-C`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
-use crate::render::iptables::TokenRule;
-
-/// The tables the state covers; others (`security`) are ignored.
-const TABLES: [&str; 4] = ["filter", "nat", "mangle", "raw"];
+use crate::chains::{self, is_istio};
+use crate::plan::{Position, Table};
+use crate::render::restore::{table_named, Op, RestoreInput};
 
 /// table → chain → raw rule lines. A chain gets an entry when it has a rule, or when it is an
-/// ISTIO chain (declared, possibly empty).
+/// ISTIO chain (declared, possibly empty). Tables other than the four (`security`) are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct State {
-    pub tables: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    pub tables: BTreeMap<Table, BTreeMap<String, Vec<String>>>,
 }
 
+const TABLES: [Table; 4] = [Table::Filter, Table::Mangle, Table::Nat, Table::Raw];
+
 impl State {
+    fn empty() -> State {
+        State { tables: TABLES.iter().map(|t| (*t, BTreeMap::new())).collect() }
+    }
+
+    /// Reads `-save` output (or anything in its format) through the typed model.
     pub(crate) fn parse(text: &str) -> State {
-        let mut tables: BTreeMap<String, BTreeMap<String, Vec<String>>> =
-            TABLES.iter().map(|t| (t.to_string(), BTreeMap::new())).collect();
-        let mut table: Option<String> = None;
-        for line in text.split('\n') {
-            if line.trim().is_empty() || line.starts_with('#') || line == "COMMIT" {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('*') {
-                table = Some(name.trim().to_string());
-                continue;
-            }
-            let Some(chains) = table.as_ref().and_then(|t| tables.get_mut(t)) else { continue };
-            if let Some(header) = line.strip_prefix(':') {
-                if header.starts_with("ISTIO") {
-                    let name = header.split(' ').next().unwrap_or_default();
-                    chains.entry(name.to_string()).or_default();
-                }
-                continue;
-            }
-            let (mut chain, mut is_rule) = (None, false);
-            let tokens: Vec<&str> = line.split(' ').collect();
-            for pair in tokens.windows(2) {
-                match pair[0] {
-                    "-A" | "--append" | "-I" | "--insert" => {
-                        chain = Some(pair[1].trim_matches(|c| c == '"' || c == '\''));
-                        is_rule = true;
+        State::of(&parse_save(text))
+    }
+
+    /// The chains and rules `input` declares and adds: every chain with a rule, every ISTIO
+    /// chain declared (possibly empty), each rule as its `-A CHAIN SPEC` line. For the plan's
+    /// input this is what the kernel would show once it is applied to empty tables (rule text
+    /// is never compared, so the plan's own spelling stands in for `-save`'s).
+    pub(crate) fn of(input: &RestoreInput) -> State {
+        let mut state = State::empty();
+        for (table, ops) in input.blocks() {
+            let chains = state.tables.entry(table).or_default();
+            for op in ops {
+                match op {
+                    Op::NewChain(chain) if is_istio(chain) => {
+                        chains.entry(chain.clone()).or_default();
                     }
-                    "-N" | "--new" if pair[1].starts_with("ISTIO") => {
-                        chain = Some(pair[1]);
-                        is_rule = false;
+                    Op::Add { chain, spec, .. } => {
+                        let line = if spec.is_empty() { format!("-A {chain}") } else { format!("-A {chain} {spec}") };
+                        chains.entry(chain.clone()).or_default().push(line);
                     }
                     _ => {}
                 }
             }
-            if let Some(chain) = chain {
-                let rules = chains.entry(chain.to_string()).or_default();
-                if is_rule {
-                    rules.push(line.to_string());
-                }
-            }
         }
-        State { tables }
+        state
     }
 
     /// Anything at all in the four tables.
@@ -72,13 +60,50 @@ impl State {
     }
 
     /// The raw `-A` lines of one table, in dump order.
-    pub(crate) fn rules(&self, table: &str) -> impl Iterator<Item = &String> {
-        self.tables.get(table).into_iter().flat_map(|chains| chains.values().flatten())
+    pub(crate) fn rules(&self, table: Table) -> impl Iterator<Item = &String> {
+        self.tables.get(&table).into_iter().flat_map(|chains| chains.values().flatten())
     }
 }
 
-pub(crate) fn is_istio(chain: &str) -> bool {
-    chain.starts_with("ISTIO")
+/// `-save` output as a restore input (upstream's `GetStateFromSave` reading): the four tables
+/// only; `:ISTIO_…` chain headers and `-N ISTIO_…` become declarations; a line that names a
+/// chain with `-A`/`--append`/`-I`/`--insert` (the last such token wins) is a rule of that
+/// chain, its spec being what follows the chain name. Other lines are skipped.
+fn parse_save(text: &str) -> RestoreInput {
+    let mut input = RestoreInput::default();
+    let mut table: Option<Table> = None;
+    for line in text.split('\n') {
+        if line.trim().is_empty() || line.starts_with('#') || line == "COMMIT" {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('*') {
+            table = table_named(name.trim());
+            continue;
+        }
+        let Some(table) = table else { continue };
+        if let Some(header) = line.strip_prefix(':') {
+            if chains::is_istio(header) {
+                let name = header.split(' ').next().unwrap_or_default();
+                input.table(table).push(Op::NewChain(name.to_string()));
+            }
+            continue;
+        }
+        let tokens: Vec<&str> = line.split(' ').collect();
+        let mut found: Option<Op> = None;
+        for (at, pair) in tokens.windows(2).enumerate() {
+            match pair[0] {
+                "-A" | "--append" | "-I" | "--insert" => {
+                    let chain = pair[1].trim_matches(|c| c == '"' || c == '\'');
+                    let spec = tokens[at + 2..].join(" ");
+                    found = Some(Op::Add { chain: chain.to_string(), position: Position::Append, spec });
+                }
+                "-N" | "--new" if chains::is_istio(pair[1]) => found = Some(Op::NewChain(pair[1].to_string())),
+                _ => {}
+            }
+        }
+        input.table(table).extend(found);
+    }
+    input
 }
 
 /// How the current state relates to the plan, for one family.
@@ -118,25 +143,6 @@ pub(crate) fn compare(expected: &State, current: &State) -> Comparison {
     Comparison::NeedsRuleCheck
 }
 
-/// Upstream's per-rule `iptables -t T -C …` checks (§3.6) as one restore input: a restore
-/// stops at the first `-C` that does not match, so a single process answers "are all planned
-/// rules present?".
-pub(crate) fn check_input(rules: &[TokenRule]) -> String {
-    let mut by_table: BTreeMap<&str, Vec<&TokenRule>> = BTreeMap::new();
-    for rule in rules {
-        by_table.entry(rule.table.iptables_name()).or_default().push(rule);
-    }
-    let mut out = String::new();
-    for (table, rules) in by_table {
-        let _ = writeln!(out, "* {table}");
-        for rule in rules {
-            let _ = writeln!(out, "-C {} {}", rule.chain, rule.args.join(" "));
-        }
-        out.push_str("COMMIT\n");
-    }
-    out
-}
-
 /// The flags that steer §3.4.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Flags {
@@ -169,6 +175,7 @@ pub(crate) fn decide(residue: bool, delta: bool, flags: Flags) -> Decision {
 mod tests {
     use super::*;
     use crate::plan::{Position, Table};
+    use crate::render::iptables::{restore_input, TokenRule};
 
     const SAVED: &str = "# Generated by iptables-save v1.8.9 on Sat Nov 21 21:56:17 2026
 *nat
@@ -185,8 +192,8 @@ COMMIT
 COMMIT
 ";
 
-    fn chains(state: &State, table: &str) -> Vec<(String, usize)> {
-        state.tables[table].iter().map(|(c, r)| (c.clone(), r.len())).collect()
+    fn chains(state: &State, table: Table) -> Vec<(String, usize)> {
+        state.tables[&table].iter().map(|(c, r)| (c.clone(), r.len())).collect()
     }
 
     #[test]
@@ -194,25 +201,34 @@ COMMIT
         let state = State::parse(SAVED);
         assert_eq!(state.tables.len(), 4, "only the four tables are kept");
         assert_eq!(
-            chains(&state, "nat"),
+            chains(&state, Table::Nat),
             vec![("ISTIO_EMPTY".into(), 0), ("ISTIO_INBOUND".into(), 1), ("PREROUTING".into(), 1)]
         );
-        assert!(state.tables["filter"].is_empty());
+        assert!(state.tables[&Table::Filter].is_empty());
         assert!(state.has_entries());
         assert!(!State::parse("").has_entries());
     }
 
+    fn rule(table: Table, chain: &'static str, position: Position, args: &str) -> TokenRule {
+        TokenRule { table, chain, position, args: args.split(' ').map(String::from).collect() }
+    }
+
     #[test]
-    fn parses_our_restore_text_including_inserts_and_declarations() {
-        let state = State::parse("* nat\n-N ISTIO_X\n-N OTHER\n-I PREROUTING 1 -i eth1 -j RETURN\nCOMMIT\n");
-        assert_eq!(chains(&state, "nat"), vec![("ISTIO_X".into(), 0), ("PREROUTING".into(), 1)]);
+    fn the_planned_state_has_every_chain_a_rule_is_in_or_jumps_to() {
+        let state = State::of(&restore_input(&[
+            rule(Table::Nat, "PREROUTING", Position::Insert(1), "-i eth1 -j RETURN"),
+            rule(Table::Nat, "OUTPUT", Position::Append, "-j ISTIO_X"),
+        ]));
+        let expected = vec![("ISTIO_X".into(), 0), ("OUTPUT".into(), 1), ("PREROUTING".into(), 1)];
+        assert_eq!(chains(&state, Table::Nat), expected);
     }
 
     #[test]
     fn compares_chains_and_istio_counts() {
-        let expected = State::parse(
-            "* nat\n-N ISTIO_INBOUND\n-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN\n-A PREROUTING -p tcp -j ISTIO_INBOUND\nCOMMIT\n",
-        );
+        let expected = State::of(&restore_input(&[
+            rule(Table::Nat, "ISTIO_INBOUND", Position::Append, "-p tcp --dport 15008 -j RETURN"),
+            rule(Table::Nat, "PREROUTING", Position::Append, "-p tcp -j ISTIO_INBOUND"),
+        ]));
         assert_eq!(compare(&expected, &State::parse("")), Comparison::Clean);
         let same = "*nat\n:ISTIO_INBOUND - [0:0]\n-A PREROUTING -p tcp -j ISTIO_INBOUND\n-A PREROUTING -j FOREIGN\n\
                     -A ISTIO_INBOUND -p tcp -m tcp --dport 15008 -j RETURN\nCOMMIT\n";
@@ -223,24 +239,6 @@ COMMIT
         assert_eq!(compare(&expected, &State::parse(&extra_chain)), Comparison::Differs);
         let foreign_only = "*nat\n-A OUTPUT -p tcp --dport 123 -j ACCEPT\nCOMMIT\n";
         assert_eq!(compare(&expected, &State::parse(foreign_only)), Comparison::Differs);
-    }
-
-    #[test]
-    fn check_input_turns_every_rule_into_a_check() {
-        let rule = |table, chain, position, args: &[&str]| TokenRule {
-            table,
-            chain,
-            position,
-            args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        let rules = [
-            rule(Table::Nat, "OUTPUT", Position::Append, &["-j", "ISTIO_OUTPUT"]),
-            rule(Table::Mangle, "ISTIO_INBOUND", Position::Insert(2), &["-p", "tcp", "-j", "RETURN"]),
-        ];
-        assert_eq!(
-            check_input(&rules),
-            "* mangle\n-C ISTIO_INBOUND -p tcp -j RETURN\nCOMMIT\n* nat\n-C OUTPUT -j ISTIO_OUTPUT\nCOMMIT\n"
-        );
     }
 
     /// The table of `apply.md` §3.4, row by row.

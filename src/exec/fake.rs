@@ -1,0 +1,276 @@
+//! The recording fake of the netfilter seam: answers from a script, changes nothing, and keeps
+//! every call. A dry-run is the real flow over this fake (as upstream's dry-run is its stub
+//! dependency); the unit tests script kernel states and failures with it.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::error::Result;
+use crate::plan::{Family, Position, Table};
+use crate::render::iptables::TokenRule;
+
+use super::iptables::{CommandError, Tool, Variant};
+use super::routes::RouteError;
+use super::seam::{Netfilter, ProgramOutput};
+
+/// One thing the flow asked of the seam, in the words of the command a real run would start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// `<program>-save`.
+    Save { program: String },
+    /// `<program>-restore --noflush` with `input`.
+    Restore { program: String, input: String },
+    /// `<program>-save --version`.
+    SaveVersion { program: String },
+    /// `nft args` with `stdin`.
+    Nft { args: String, stdin: Option<String> },
+    /// An address, policy rule or route, as `ip` would spell it.
+    Route(String),
+}
+
+/// Per family, what the fake kernel holds and which writes it refuses.
+#[derive(Debug, Default)]
+struct FamilyScript {
+    /// `-save` outputs, returned in turn; the last one stays.
+    saves: VecDeque<String>,
+    /// The restores that fail, counted from 0 within this family, with iptables' stderr.
+    failing_restores: Vec<(usize, String)>,
+    restores: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct FakeNetfilter {
+    families: RefCell<[FamilyScript; 2]>,
+    /// The programs `installed` knows: upstream's stub names by default.
+    programs: Vec<String>,
+    nft_commit_failure: RefCell<Option<String>>,
+    calls: RefCell<Vec<Call>>,
+}
+
+impl Default for FakeNetfilter {
+    /// An empty namespace with upstream's dry-run binaries: `iptables`, `ip6tables` and their
+    /// `-save` / `-restore`.
+    fn default() -> Self {
+        let programs = ["iptables", "ip6tables"]
+            .iter()
+            .flat_map(|base| [base.to_string(), format!("{base}-save"), format!("{base}-restore")])
+            .collect();
+        FakeNetfilter {
+            families: RefCell::default(),
+            programs,
+            nft_commit_failure: RefCell::default(),
+            calls: RefCell::default(),
+        }
+    }
+}
+
+fn slot(family: Family) -> usize {
+    match family {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
+impl FakeNetfilter {
+    /// The family's `-save` answers from now on, in turn (the last one stays).
+    pub(crate) fn script_saves(&self, family: Family, saves: &[&str]) {
+        self.families.borrow_mut()[slot(family)].saves = saves.iter().map(|s| s.to_string()).collect();
+    }
+
+    #[cfg(test)]
+    /// Makes the family's `nth` restore (from 0) fail with `stderr`.
+    pub(crate) fn fail_restore(&self, family: Family, nth: usize, stderr: &str) {
+        self.families.borrow_mut()[slot(family)].failing_restores.push((nth, stderr.to_string()));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fail_nft_commit(&self, stderr: &str) {
+        *self.nft_commit_failure.borrow_mut() = Some(stderr.to_string());
+    }
+
+    /// Everything asked so far, in order.
+    pub(crate) fn calls(&self) -> Vec<Call> {
+        self.calls.borrow().clone()
+    }
+
+    fn record(&self, call: Call) {
+        self.calls.borrow_mut().push(call);
+    }
+
+    fn not_installed(program: &str) -> CommandError {
+        CommandError {
+            command: program.to_string(),
+            spawn: Some(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            status: None,
+            stderr: String::new(),
+        }
+    }
+
+    fn route(&self, text: String) -> Result<(), RouteError> {
+        self.record(Call::Route(text));
+        Ok(())
+    }
+}
+
+impl Netfilter for FakeNetfilter {
+    fn save(&self, tool: &Tool) -> Result<String, CommandError> {
+        let program = tool.save_program();
+        if !self.installed(&program) {
+            return Err(Self::not_installed(&program));
+        }
+        self.record(Call::Save { program });
+        let mut families = self.families.borrow_mut();
+        let saves = &mut families[slot(tool.family)].saves;
+        let saved = if saves.len() > 1 { saves.pop_front() } else { saves.front().cloned() };
+        Ok(saved.unwrap_or_default())
+    }
+
+    fn restore(&self, tool: &Tool, input: &str) -> Result<(), CommandError> {
+        let program = tool.restore_program();
+        if !self.installed(&program) {
+            return Err(Self::not_installed(&program));
+        }
+        self.record(Call::Restore { program: program.clone(), input: input.to_string() });
+        let mut families = self.families.borrow_mut();
+        let script = &mut families[slot(tool.family)];
+        let nth = script.restores;
+        script.restores += 1;
+        match script.failing_restores.iter().find(|(at, _)| *at == nth) {
+            Some((_, stderr)) => {
+                use std::os::unix::process::ExitStatusExt;
+                Err(CommandError {
+                    command: format!("{program} --noflush"),
+                    spawn: None,
+                    status: Some(std::process::ExitStatus::from_raw(1 << 8)),
+                    stderr: stderr.clone(),
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn save_version(&self, tool: &Tool) -> Result<String, CommandError> {
+        let program = tool.save_program();
+        self.record(Call::SaveVersion { program: program.clone() });
+        Ok(format!("{program} v1.8.9 (nf_tables)\n"))
+    }
+
+    fn lists_no_tables(&self, family: Family, _variant: Variant) -> bool {
+        let families = self.families.borrow();
+        families[slot(family)].saves.front().map_or(true, |saved| !saved.lines().any(|l| l.starts_with('*')))
+    }
+
+    fn installed(&self, program: &str) -> bool {
+        self.programs.iter().any(|p| p == program)
+    }
+
+    fn nft(&self, args: &[&str], stdin: Option<&str>) -> Result<ProgramOutput> {
+        self.record(Call::Nft { args: args.join(" "), stdin: stdin.map(str::to_string) });
+        let ok = |stdout: &str| ProgramOutput {
+            success: true,
+            status: "exit status: 0".into(),
+            stdout: stdout.into(),
+            stderr: String::new(),
+        };
+        match args {
+            ["--version"] => Ok(ok("nftables v1.0.6 (Lester Gooch #5)\n")),
+            ["-f", "-"] => match self.nft_commit_failure.borrow().clone() {
+                Some(stderr) => {
+                    Ok(ProgramOutput { success: false, status: "exit status: 1".into(), stdout: String::new(), stderr })
+                }
+                None => Ok(ok("")),
+            },
+            _ => Ok(ok("")),
+        }
+    }
+
+    fn add_loopback_passthrough_address(&self) -> Result<(), RouteError> {
+        self.route("ip -6 addr add ::6/128 dev lo".into())
+    }
+
+    fn ensure_mark_rule(&self, family: Family, mark: u32, table: u32) -> Result<(), RouteError> {
+        self.route(format!("ip {}rule add fwmark {mark} lookup {table}", ip_flag(family)))
+    }
+
+    fn add_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError> {
+        self.route(format!("ip {}route add local default dev lo table {table}", ip_flag(family)))
+    }
+}
+
+/// The fake kernel's `-save` output after `rules` were applied to an empty namespace: per
+/// table, its Istio chains declared, then each chain's rules in the order the kernel holds
+/// them (an insert at position N lands before the chain's Nth rule), as `-A` lines.
+pub(crate) fn installed_state(rules: &[TokenRule]) -> String {
+    /// One table: the Istio chains in declaration order, and each chain's rule lines.
+    type Held<'a> = (Vec<&'a str>, BTreeMap<&'a str, Vec<String>>);
+    let mut tables: BTreeMap<Table, Held> = BTreeMap::new();
+    for rule in rules {
+        let (declared, chains) = tables.entry(rule.table).or_default();
+        let target = rule.args.windows(2).find(|w| w[0] == "-j").map(|w| w[1].as_str());
+        for chain in std::iter::once(rule.chain).chain(target) {
+            if crate::chains::is_istio(chain) && !declared.contains(&chain) {
+                declared.push(chain);
+            }
+        }
+        let held = chains.entry(rule.chain).or_default();
+        let line = format!("-A {} {}", rule.chain, rule.spec());
+        match rule.position {
+            Position::Append => held.push(line),
+            Position::Insert(at) => held.insert((at as usize).saturating_sub(1).min(held.len()), line),
+        }
+    }
+    let mut out = String::new();
+    for (table, (declared, chains)) in tables {
+        out.push_str(&format!("*{}\n", table.iptables_name()));
+        for chain in declared {
+            out.push_str(&format!(":{chain} - [0:0]\n"));
+        }
+        for line in chains.values().flatten() {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("COMMIT\n");
+    }
+    out
+}
+
+fn ip_flag(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "",
+        Family::V6 => "-6 ",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_state_holds_inserts_where_the_kernel_puts_them() {
+        let rule = |chain, position, args: &str| TokenRule {
+            table: Table::Nat,
+            chain,
+            position,
+            args: args.split(' ').map(String::from).collect(),
+        };
+        let state = installed_state(&[
+            rule("PREROUTING", Position::Append, "-p tcp -j ISTIO_INBOUND"),
+            rule("PREROUTING", Position::Insert(1), "-i eth1 -j RETURN"),
+        ]);
+        assert_eq!(
+            state,
+            "*nat\n:ISTIO_INBOUND - [0:0]\n-A PREROUTING -i eth1 -j RETURN\n-A PREROUTING -p tcp -j ISTIO_INBOUND\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn saves_are_answered_in_turn_and_the_last_one_stays() {
+        let fake = FakeNetfilter::default();
+        let tool = Tool { family: Family::V4, program: "iptables".into(), variant: Variant::Nft, version: None };
+        fake.script_saves(Family::V4, &["one", "two"]);
+        let answers: Vec<String> = (0..3).map(|_| fake.save(&tool).unwrap()).collect();
+        assert_eq!(answers, ["one", "two", "two"]);
+        let legacy = Tool { program: "iptables-legacy".into(), ..tool };
+        assert!(fake.save(&legacy).is_err(), "only upstream's stub binaries are installed");
+    }
+}

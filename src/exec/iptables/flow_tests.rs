@@ -1,0 +1,320 @@
+//! The iptables flow over the recording fake: verify → decide → compose → apply → rollback,
+//! covering each cell of upstream's decision table (its `executeCommands`: state clean,
+//! compatible residue, residue + delta with or without ISTIO chains, against default,
+//! `--reconcile`, `--cleanup-only`, `--force-apply`) and each rollback path. No root, no kernel: the fake answers `-save` from a script and records
+//! every restore input.
+
+use std::collections::BTreeMap;
+
+use crate::cli::{self, Parsed};
+use crate::config::Config;
+use crate::exec::fake::{installed_state, Call, FakeNetfilter};
+use crate::host::HostFacts;
+use crate::plan::{Family, Plan};
+use crate::render::iptables::{restore_input, token_rules};
+
+use super::{apply, Settings};
+
+/// The injected sidecar's flags (REDIRECT, all inbound ports).
+const SIDECAR: [&str; 16] =
+    ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15090"];
+
+fn plan(extra: &[&str], ipv6: bool) -> Plan {
+    let env: BTreeMap<String, String> = [("ENABLE_INBOUND_IPV6".to_string(), ipv6.to_string())].into();
+    let argv = ["istio-iptables", "--dry-run"].iter().chain(&SIDECAR).chain(extra).copied();
+    let Ok(Parsed::Run(flags)) = cli::parse(argv, &env) else { panic!("flags parse") };
+    Plan::build(&Config::build(&flags, &env, &HostFacts::default()).expect("config loads"))
+}
+
+/// What the kernel shows after `plan` was applied to an empty namespace.
+fn installed(plan: &Plan, family: Family) -> String {
+    installed_state(&token_rules(plan, family))
+}
+
+/// The restore inputs the flow fed to `family`'s tool, in order.
+fn restores(fake: &FakeNetfilter, family: Family) -> Vec<String> {
+    let program = match family {
+        Family::V4 => "iptables-restore",
+        Family::V6 => "ip6tables-restore",
+    };
+    fake.calls()
+        .into_iter()
+        .filter_map(|call| match call {
+            Call::Restore { program: p, input } if p == program => Some(input),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_check(input: &str) -> bool {
+    input.lines().any(|line| line.starts_with("-C "))
+}
+
+const DEFAULT: Settings =
+    Settings { enable_ipv6: false, reconcile: false, cleanup_only: false, force_apply: false, forced_backend: None };
+const RECONCILE: Settings = Settings { reconcile: true, ..DEFAULT };
+const CLEANUP_ONLY: Settings = Settings { cleanup_only: true, ..DEFAULT };
+const FORCE_APPLY: Settings = Settings { force_apply: true, ..DEFAULT };
+
+/// A pod rule nobody of Istio's wrote.
+const FOREIGN: &str = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -m tcp --dport 123 -j ACCEPT\nCOMMIT\n";
+
+/// The same sidecar with the inbound capture in TPROXY mode: an "earlier configuration".
+fn other_config() -> Plan {
+    plan(&["-m", "TPROXY"], false)
+}
+
+fn run_over(state: &str, settings: Settings, plan: &Plan) -> (FakeNetfilter, crate::error::Result<()>) {
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[state]);
+    let result = apply(settings, plan, &fake);
+    (fake, result)
+}
+
+// ---- Clean state: residue false, delta true. ----
+
+#[test]
+fn clean_state_applies_the_plan_with_every_flag_but_cleanup_only() {
+    let plan = plan(&[], false);
+    for settings in [DEFAULT, RECONCILE, FORCE_APPLY] {
+        let (fake, result) = run_over("", settings, &plan);
+        result.unwrap();
+        assert_eq!(
+            restores(&fake, Family::V4),
+            vec![restore_input(&token_rules(&plan, Family::V4)).render()],
+            "{settings:?}"
+        );
+    }
+}
+
+#[test]
+fn clean_state_cleanup_only_has_nothing_to_remove() {
+    let (fake, result) = run_over("", CLEANUP_ONLY, &plan(&[], false));
+    result.unwrap();
+    assert_eq!(restores(&fake, Family::V4), Vec::<String>::new());
+}
+
+// ---- Compatible residue: residue true, delta false (the -C checks pass). ----
+
+#[test]
+fn compatible_residue_only_checks_by_default_and_with_reconcile() {
+    let plan = plan(&[], false);
+    for settings in [DEFAULT, RECONCILE] {
+        let (fake, result) = run_over(&installed(&plan, Family::V4), settings, &plan);
+        result.unwrap();
+        let inputs = restores(&fake, Family::V4);
+        assert_eq!(inputs.len(), 1, "{settings:?}: {inputs:?}");
+        assert!(is_check(&inputs[0]), "only the -C checks run: {}", inputs[0]);
+    }
+}
+
+#[test]
+fn compatible_residue_cleanup_only_removes_everything_istio() {
+    let plan = plan(&[], false);
+    let (fake, result) = run_over(&installed(&plan, Family::V4), CLEANUP_ONLY, &plan);
+    result.unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    assert!(!is_check(&inputs[0]), "a cleanup does not need the checks");
+    for line in ["-D OUTPUT -j ISTIO_OUTPUT", "-F ISTIO_OUTPUT", "-X ISTIO_OUTPUT", "-X ISTIO_INBOUND"] {
+        assert!(inputs[0].lines().any(|l| l == line), "{line} missing from\n{}", inputs[0]);
+    }
+    assert!(!inputs[0].contains("-N "), "nothing is created:\n{}", inputs[0]);
+}
+
+#[test]
+fn compatible_residue_force_apply_applies_again_and_its_failure_rolls_back() {
+    let plan = plan(&[], false);
+    let state = installed(&plan, Family::V4);
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[&state]);
+    // The check passes; the forced apply meets the existing chains, as in the kernel.
+    fake.fail_restore(Family::V4, 1, "iptables-restore: line 2 failed: Chain already exists.");
+    let err = apply(FORCE_APPLY, &plan, &fake).unwrap_err();
+    assert!(err.to_string().starts_with("iptables restore of the IPv4 rules failed: "), "{err}");
+    let inputs = restores(&fake, Family::V4);
+    assert!(is_check(&inputs[0]));
+    assert_eq!(inputs[1], restore_input(&token_rules(&plan, Family::V4)).render());
+    // Nothing of it committed (the state reads the same): nothing to undo.
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+}
+
+// ---- Residue and delta, ISTIO chains of another configuration present. ----
+
+#[test]
+fn stale_istio_chains_default_and_force_apply_only_apply() {
+    let plan = plan(&[], false);
+    let state = installed(&other_config(), Family::V4);
+    for settings in [DEFAULT, FORCE_APPLY] {
+        let (fake, result) = run_over(&state, settings, &plan);
+        result.unwrap();
+        // Chains differ, so no -C check is needed to know; the plan is restored as is (the
+        // kernel would refuse it, upstream's behaviour without --reconcile).
+        assert_eq!(
+            restores(&fake, Family::V4),
+            vec![restore_input(&token_rules(&plan, Family::V4)).render()],
+            "{settings:?}"
+        );
+    }
+}
+
+#[test]
+fn stale_istio_chains_reconcile_guards_removes_and_applies_in_one_input() {
+    let plan = plan(&[], false);
+    let (fake, result) = run_over(&installed(&other_config(), Family::V4), RECONCILE, &plan);
+    result.unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    let lines: Vec<&str> = inputs[0].lines().collect();
+    let at = |line: &str| lines.iter().position(|l| *l == line).unwrap_or_else(|| panic!("{line} missing"));
+    assert_eq!(lines[..2], ["* filter", "-I INPUT 1 -p tcp -j DROP"], "guardrails first");
+    // The old TPROXY chains go; the new ones are built after the old are gone, in the same table commit.
+    assert!(at("-X ISTIO_TPROXY") > at("-I INPUT 1 -p tcp -j DROP"));
+    assert!(at("-X ISTIO_OUTPUT") < at("-N ISTIO_OUTPUT"));
+    assert_eq!(lines[lines.len() - 2..], ["-D OUTPUT -p udp -j DROP", "COMMIT"], "guardrails removed last");
+}
+
+#[test]
+fn stale_istio_chains_cleanup_only_removes_the_old_configuration() {
+    let plan = plan(&[], false);
+    let (fake, result) = run_over(&installed(&other_config(), Family::V4), CLEANUP_ONLY, &plan);
+    result.unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    assert!(inputs[0].contains("-X ISTIO_TPROXY") && inputs[0].contains("-X ISTIO_DIVERT"), "{}", inputs[0]);
+    assert!(!inputs[0].contains("-N ") && !inputs[0].contains("-j DROP"), "{}", inputs[0]);
+}
+
+// ---- Residue and delta, foreign rules only. ----
+
+#[test]
+fn foreign_rules_only_apply_with_every_flag_and_are_never_removed() {
+    let plan = plan(&[], false);
+    let wanted = restore_input(&token_rules(&plan, Family::V4)).render();
+    let (fake, result) = run_over(FOREIGN, DEFAULT, &plan);
+    result.unwrap();
+    assert_eq!(restores(&fake, Family::V4), vec![wanted.clone()]);
+    let (fake, result) = run_over(FOREIGN, FORCE_APPLY, &plan);
+    result.unwrap();
+    assert_eq!(restores(&fake, Family::V4), vec![wanted.clone()]);
+    let (fake, result) = run_over(FOREIGN, RECONCILE, &plan);
+    result.unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs.len(), 1);
+    assert!(inputs[0].contains("-I INPUT 1 -p tcp -j DROP") && inputs[0].contains("-N ISTIO_OUTPUT"));
+    assert!(!inputs[0].contains("--dport 123"), "the pod's own rule stays:\n{}", inputs[0]);
+    let (fake, result) = run_over(FOREIGN, CLEANUP_ONLY, &plan);
+    result.unwrap();
+    assert_eq!(restores(&fake, Family::V4), Vec::<String>::new(), "nothing of Istio's to remove");
+}
+
+// ---- Rollback. ----
+
+#[test]
+fn ipv6_failure_after_ipv4_succeeded_removes_the_ipv4_rules() {
+    let plan = plan(&[], true);
+    let settings = Settings { enable_ipv6: true, ..DEFAULT };
+    let fake = FakeNetfilter::default();
+    // IPv4: empty at the start, then holding what the restore wrote.
+    fake.script_saves(Family::V4, &["", &installed(&plan, Family::V4)]);
+    fake.script_saves(Family::V6, &[""]);
+    fake.fail_restore(Family::V6, 0, "ip6tables-restore: line 5 failed");
+    let err = apply(settings, &plan, &fake).unwrap_err();
+    assert!(err.to_string().starts_with("ip6tables restore of the IPv6 rules failed: "), "{err}");
+    let v4 = restores(&fake, Family::V4);
+    assert_eq!(v4.len(), 2, "apply, then undo: {v4:?}");
+    for line in ["-D OUTPUT -j ISTIO_OUTPUT", "-X ISTIO_OUTPUT", "-X ISTIO_INBOUND", "-X ISTIO_REDIRECT"] {
+        assert!(v4[1].lines().any(|l| l == line), "{line} missing from the undo:\n{}", v4[1]);
+    }
+    // IPv6 committed nothing (its state still reads empty), so it has nothing to undo.
+    assert_eq!(restores(&fake, Family::V6).len(), 1);
+}
+
+#[test]
+fn rollback_keeps_what_another_party_added_meanwhile() {
+    let plan = plan(&[], true);
+    let settings = Settings { enable_ipv6: true, ..DEFAULT };
+    let fake = FakeNetfilter::default();
+    let mut after = installed(&plan, Family::V4);
+    after.push_str(
+        "*nat\n:POD_CHAIN - [0:0]\n-A OUTPUT -p tcp -m tcp --dport 9 -j ACCEPT\n-A POD_CHAIN -j RETURN\nCOMMIT\n",
+    );
+    fake.script_saves(Family::V4, &["", &after]);
+    fake.fail_restore(Family::V6, 0, "ip6tables-restore: line 5 failed");
+    apply(settings, &plan, &fake).unwrap_err();
+    let undo = &restores(&fake, Family::V4)[1];
+    assert!(undo.contains("-X ISTIO_OUTPUT"), "{undo}");
+    assert!(!undo.contains("--dport 9") && !undo.contains("POD_CHAIN"), "a foreign rule was undone:\n{undo}");
+}
+
+#[test]
+fn failure_during_reconcile_disarms_guardrails_and_leaves_no_istio_rules() {
+    let plan = plan(&[], false);
+    let before = installed(&other_config(), Family::V4);
+    // The filter commit (guardrails) went through; the rest did not.
+    let after =
+        format!("{before}*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp -j DROP\n-A INPUT -p tcp -j DROP\nCOMMIT\n");
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[&before, &after]);
+    fake.fail_restore(Family::V4, 0, "iptables-restore: line 30 failed");
+    apply(RECONCILE, &plan, &fake).unwrap_err();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+    let undo = &inputs[1];
+    for line in ["-D INPUT -p udp -j DROP", "-D INPUT -p tcp -j DROP", "-X ISTIO_TPROXY", "-X ISTIO_OUTPUT"] {
+        assert!(undo.lines().any(|l| l == line), "{line} missing from the undo:\n{undo}");
+    }
+    assert!(!undo.contains("-N "), "{undo}");
+}
+
+#[test]
+fn failed_removal_of_ipv6_leftovers_keeps_the_correct_ipv4_rules() {
+    let plan = plan(&[], false);
+    let fake = FakeNetfilter::default();
+    // IPv4 is applied (a rollback would find its rules to remove).
+    fake.script_saves(Family::V4, &["", &installed(&plan, Family::V4)]);
+    // IPv6 is off now, but an earlier IPv6-on run left its rules.
+    fake.script_saves(Family::V6, &[&installed(&other_config(), Family::V4)]);
+    fake.fail_restore(Family::V6, 0, "ip6tables-restore: line 3 failed");
+    apply(RECONCILE, &plan, &fake).unwrap_err();
+    assert_eq!(
+        restores(&fake, Family::V4),
+        vec![restore_input(&token_rules(&plan, Family::V4)).render()],
+        "no IPv4 undo"
+    );
+    assert_eq!(restores(&fake, Family::V6).len(), 1, "a leftovers-only family is not rolled back");
+}
+
+#[test]
+fn ipv6_leftovers_are_removed_under_reconcile_whatever_ipv4_says() {
+    let plan = plan(&[], false);
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[&installed(&plan, Family::V4)]);
+    fake.script_saves(Family::V6, &[&installed(&other_config(), Family::V4)]);
+    apply(RECONCILE, &plan, &fake).unwrap();
+    let v6 = restores(&fake, Family::V6);
+    assert_eq!(v6.len(), 1, "{v6:?}");
+    assert!(v6[0].contains("-X ISTIO_TPROXY") && !v6[0].contains("-j DROP"), "{}", v6[0]);
+    assert!(restores(&fake, Family::V4).iter().all(|input| is_check(input)), "IPv4 is compatible");
+}
+
+#[test]
+fn one_family_still_empty_is_a_delta_for_the_run() {
+    // IPv4 already holds this configuration; IPv6 (just switched on) holds nothing.
+    let plan = plan(&[], true);
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[&installed(&plan, Family::V4)]);
+    fake.script_saves(Family::V6, &[""]);
+    apply(Settings { enable_ipv6: true, ..RECONCILE }, &plan, &fake).unwrap();
+    let v4 = restores(&fake, Family::V4);
+    assert!(is_check(&v4[0]), "IPv4's rules are checked: {v4:?}");
+    assert!(
+        v4[1].contains("-I INPUT 1 -p tcp -j DROP") && v4[1].contains("-N ISTIO_OUTPUT"),
+        "IPv4 rebuilt: {}",
+        v4[1]
+    );
+    let v6 = restores(&fake, Family::V6);
+    assert_eq!(v6.len(), 1, "{v6:?}");
+    let planned = restore_input(&token_rules(&plan, Family::V6)).render();
+    assert!(v6[0].contains(&planned) && v6[0].contains("-I INPUT 1 -p tcp -j DROP"), "IPv6 guarded apply: {}", v6[0]);
+}
