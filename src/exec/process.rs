@@ -53,8 +53,9 @@ impl std::fmt::Display for CommandTimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "did not finish within {} and was killed (set {COMMAND_TIMEOUT_ENV} to allow longer)",
-            crate::gocompat::format_go_duration(self.timeout)
+            "did not finish within {} and was killed ({}; set {COMMAND_TIMEOUT_ENV} to allow longer)",
+            crate::gocompat::format_go_duration(self.timeout),
+            self.status
         )
     }
 }
