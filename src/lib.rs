@@ -12,6 +12,7 @@ pub mod exec;
 pub mod gocompat;
 pub mod host;
 pub mod logging;
+pub mod netns_lock;
 pub mod plan;
 pub mod render;
 pub mod validation;
@@ -48,7 +49,13 @@ where
     let config = Config::load(&flags, env, &HostPaths::default())?;
     // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
     // CNI `istio-validation` container); a failed rule stage never reaches it.
+    // One run at a time per network namespace, from reading the state to the last route; a
+    // dry run or validation alone changes nothing and does not wait.
+    let lock = (!config.dry_run && !config.skip_rule_apply)
+        .then(|| netns_lock::acquire(namespace, netns_lock::timeout_from_env(env)))
+        .transpose()?;
     exec::execute(&config, stdout)?;
+    drop(lock);
     if config.run_validation {
         validation::run(&config)?;
     }
