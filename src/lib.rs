@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gocompat;
 pub mod host;
 pub mod logging;
