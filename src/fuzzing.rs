@@ -2,8 +2,9 @@
 //! Not part of the supported API.
 
 /// The `-save` parser, compiled here a second time so the fuzz targets reach it without widening
-/// the executor's visibility. If the executor's parser moves, this path must follow it.
-#[allow(dead_code)]
+/// the executor's visibility (clippy's `duplicate_mod` is exactly that, and meant). If the
+/// executor's parser moves, this path must follow it.
+#[allow(dead_code, clippy::duplicate_mod)]
 #[path = "exec/iptables/state.rs"]
 mod save_state;
 

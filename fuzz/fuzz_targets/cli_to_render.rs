@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
         }
         match item.split_once('=') {
             Some((key, value))
-                if !key.is_empty() && key.bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit()) =>
+                if !key.is_empty()
+                    && key.bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit()) =>
             {
                 env.insert(key.to_string(), value.to_string());
             }
