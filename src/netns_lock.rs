@@ -80,8 +80,9 @@ pub fn acquire(namespace: &str, timeout: Duration) -> Result<NetnsLock> {
         }
         let waited = started.elapsed();
         if waited >= timeout {
+            let holder = holder().unwrap_or_else(|| "another run".to_string());
             return Err(Error::Apply(format!(
-                "another run holds the lock @{LOCK_NAME} of {} (another istio-iptables or the Istio CNI plugin \
+                "{holder} holds the lock @{LOCK_NAME} of {} (another istio-iptables or the Istio CNI plugin \
                  programming this pod); gave up after {} (set {LOCK_TIMEOUT_ENV} to wait longer)",
                 describe(namespace),
                 crate::gocompat::format_go_duration(timeout)
@@ -106,6 +107,32 @@ fn describe(namespace: &str) -> String {
         (true, Some(id)) => format!("the current network namespace ({id})"),
         (true, None) => "the current network namespace".to_string(),
     }
+}
+
+/// "pid 1234 (istio-iptables)": the process holding the lock, when this one can see it. The
+/// socket's inode comes from this namespace's `/proc/…/net/unix`; the holder is whoever has a
+/// descriptor on it. A holder in another pid namespace (another container of the pod) or hidden
+/// by `/proc` permissions is not found, and the message falls back to "another run".
+fn holder() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/unix").ok()?;
+    let path = format!("@{LOCK_NAME}");
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(7) == Some(&path.as_str())).then(|| fields.get(6).map(|inode| inode.to_string())).flatten()
+    })?;
+    let target = format!("socket:[{inode}]");
+    for process in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = process.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else { continue };
+        let holds =
+            fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == &*target));
+        if holds {
+            let command = std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+            return Some(format!("pid {pid} ({})", command.trim()));
+        }
+    }
+    None
 }
 
 impl From<NetnsLock> for std::os::fd::OwnedFd {
@@ -161,6 +188,8 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains("network namespace /var/run/netns/pod (net:["), "{text}");
             assert!(text.contains("gave up after 300ms"), "{text}");
+            // The holder is this very process.
+            assert!(text.starts_with(&format!("pid {} (", std::process::id())), "{text}");
         });
     }
 
@@ -194,7 +223,8 @@ mod tests {
             let lock = acquire("", DEFAULT_LOCK_TIMEOUT).unwrap();
             let mut holder =
                 Command::new("sleep").arg("30").stdin(Stdio::from(std::os::fd::OwnedFd::from(lock))).spawn().unwrap();
-            assert!(acquire("", Duration::from_millis(100)).is_err(), "the holder process should hold it");
+            let err = acquire("", Duration::from_millis(100)).expect_err("the holder process should hold it");
+            assert!(err.to_string().starts_with(&format!("pid {} (sleep)", holder.id())), "{err}");
             holder.kill().unwrap();
             holder.wait().unwrap();
             acquire("", Duration::from_millis(500)).expect("released when its holder was killed");

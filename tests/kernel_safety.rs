@@ -163,6 +163,7 @@ fn a_run_waits_for_the_lock_holder_and_gives_up_with_a_clear_error() {
     assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "{took:?}");
     assert!(stderr.contains(&format!("network namespace {}", ns.path().display())), "{stderr}");
     assert!(stderr.contains("gave up after 1s"), "{stderr}");
+    assert!(stderr.contains(&format!("pid {} (", std::process::id())), "the holder (this test) is not named: {stderr}");
     assert!(rules(&ns, Backend::Legacy, false).is_empty(), "a run without the lock changed the pod");
 
     // A dry run takes no lock; once released, a real run goes ahead.
