@@ -208,9 +208,6 @@ fn owner(owner: &Owner, negated: bool) -> String {
 /// stand. Generous on purpose: quoting a name that did not need it is harmless, leaving a keyword
 /// bare makes nft reject the batch (or read something else).
 const NFT_WORDS: &[&str] = &[
-    "&[",
-    "&str]",
-    "=",
     "accept",
     "ackseq",
     "add",
