@@ -175,6 +175,46 @@ fn a_run_waits_for_the_lock_holder_and_gives_up_with_a_clear_error() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A restore that hangs is killed at the command deadline: the run fails (exit 1) within seconds,
+/// says why, and leaves no Istio rule behind, instead of keeping the pod in `Init` forever.
+#[test]
+fn a_hanging_restore_is_killed_at_the_deadline() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let choice = Choice::Forced(Backend::Nft);
+    if !choice.available() {
+        return;
+    }
+    let ns = pod("hang");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let real = support::find_program("iptables-nft-restore").expect("iptables-nft-restore installed");
+    // Hangs on any input that touches Istio's chains; everything else passes through.
+    let script = format!(
+        "#!/bin/sh\ninput=$(cat)\ncase \"$input\" in *ISTIO*) exec sleep 60 ;; esac\n\
+         printf '%s\\n' \"$input\" | exec '{}' \"$@\"\n",
+        real.display()
+    );
+    let wrapper = dir.path().join("iptables-nft-restore");
+    std::fs::write(&wrapper, script).expect("write wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
+
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let started = Instant::now();
+    let out = ns
+        .command("env")
+        .arg(format!("PATH={path}"))
+        .arg("ISTIO_IPTABLES_COMMAND_TIMEOUT=1s")
+        .arg(support::binary_under_test())
+        .args(Flavour::Iptables(Backend::Nft).args(&sidecar_with(&[])))
+        .output()
+        .expect("run");
+    let took = started.elapsed();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(took < Duration::from_secs(15), "{took:?}\n{log}");
+    assert!(log.contains("did not finish within 1s and was killed"), "{log}");
+    assert_eq!(apply_support::istio_leftovers(&ns, Backend::Nft, false), Vec::<String>::new());
+}
+
 /// `-c` names nft would misread (`010` as 8, `0x10` as 16, `accept` as a verdict) and the
 /// iptables wildcard, applied with `--native-nftables` and listed back literally.
 #[test]
