@@ -166,10 +166,15 @@ fn a_run_waits_for_the_lock_holder_and_gives_up_with_a_clear_error() {
     assert!(stderr.contains(&format!("pid {} (", std::process::id())), "the holder (this test) is not named: {stderr}");
     assert!(rules(&ns, Backend::Legacy, false).is_empty(), "a run without the lock changed the pod");
 
-    // A dry run takes no lock; once released, a real run goes ahead.
-    let mut dry = args.clone();
-    dry.push("--dry-run".into());
-    assert!(run(&ns, &dry).status.success());
+    // A dry run and --skip-rule-apply take no lock; once released, a real run goes ahead.
+    for flag in ["--dry-run", "--skip-rule-apply"] {
+        let mut unlocked = args.clone();
+        unlocked.push(flag.into());
+        let started = Instant::now();
+        let out = run(&ns, &unlocked);
+        assert!(out.status.success(), "{flag}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(started.elapsed() < Duration::from_secs(5), "{flag} waited for the lock");
+    }
     drop(held);
     let out = run(&ns, &args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
