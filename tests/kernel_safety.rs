@@ -126,6 +126,51 @@ fn concurrent_first_runs_converge_native() {
     concurrent_first_runs_converge(Flavour::Native);
 }
 
+/// A TPROXY pod, then eight `--reconcile` runs to REDIRECT at once, `ROUNDS` times: every run
+/// exits 0 and the rules are exactly a fresh REDIRECT pod's (no wipe, no leftover guardrails).
+fn concurrent_reconciles_converge(flavour: Flavour) {
+    if !flavour.available() {
+        return;
+    }
+    let earlier = flavour.args(&sidecar_with(&[("-m", "TPROXY")]));
+    let now = flavour.args(&sidecar_with(&[]));
+    let mut reconcile = now.clone();
+    reconcile.push("--reconcile".into());
+    let reference = pod("reference");
+    assert!(run(&reference, &now).status.success());
+    let expected = flavour.state(&reference);
+
+    for round in 0..ROUNDS {
+        let ns = pod("reconcile");
+        let out = run(&ns, &earlier);
+        assert!(out.status.success(), "TPROXY run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        for (i, out) in released_together(&ns, &reconcile).iter().enumerate() {
+            assert!(
+                out.status.success(),
+                "{flavour:?} round {round}: reconcile {i} exited {}:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        pretty_assertions::assert_eq!(flavour.state(&ns), expected, "{flavour:?} round {round}");
+    }
+}
+
+#[test]
+fn concurrent_reconciles_converge_legacy() {
+    concurrent_reconciles_converge(Flavour::Iptables(Backend::Legacy));
+}
+
+#[test]
+fn concurrent_reconciles_converge_nft() {
+    concurrent_reconciles_converge(Flavour::Iptables(Backend::Nft));
+}
+
+#[test]
+fn concurrent_reconciles_converge_native() {
+    concurrent_reconciles_converge(Flavour::Native);
+}
+
 /// Holds the namespace lock of `ns` from this process, as another run would, until dropped.
 fn hold_lock(ns: &Netns) -> UnixDatagram {
     let path = ns.path();
