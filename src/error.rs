@@ -128,6 +128,29 @@ pub enum Error {
         #[source]
         source: nix::errno::Errno,
     },
+
+    // ---- The per-namespace run lock (`src/netns_lock.rs`). ----
+    #[error("cannot form the lock address @{name}: {source}")]
+    LockAddress {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot take the lock @{name} of {namespace}: {source}")]
+    LockBind {
+        name: &'static str,
+        namespace: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another run kept the namespace's lock for longer than this run would wait.
+    #[error(
+        "{holder} holds the lock @{name} of {namespace} (another istio-iptables or the Istio CNI plugin \
+         programming this pod); gave up after {waited} (set {env} to wait longer)"
+    )]
+    LockTimeout { holder: String, name: &'static str, namespace: String, waited: String, env: &'static str },
 }
 
 impl Error {
@@ -149,7 +172,10 @@ impl Error {
             | Error::NftProbe { .. }
             | Error::NftCommit { .. }
             | Error::NetnsOpen { .. }
-            | Error::NetnsEnter { .. } => exit_code::FAILURE,
+            | Error::NetnsEnter { .. }
+            | Error::LockAddress { .. }
+            | Error::LockBind { .. }
+            | Error::LockTimeout { .. } => exit_code::FAILURE,
         }
     }
 

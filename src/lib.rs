@@ -10,9 +10,12 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gocompat;
 pub mod host;
 pub mod logging;
+pub mod netns_lock;
 pub mod plan;
 pub mod render;
 pub mod validation;
@@ -50,7 +53,13 @@ where
     let config = Config::build(&flags, env, &host)?;
     // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
     // CNI `istio-validation` container); a failed rule stage never reaches it.
+    // One run at a time per network namespace, from reading the state to the last route; a
+    // dry run or validation alone changes nothing and does not wait.
+    let lock = (!config.dry_run && !config.skip_rule_apply)
+        .then(|| netns_lock::acquire(namespace, netns_lock::timeout_from_env(env)))
+        .transpose()?;
     exec::execute(&config, stdout)?;
+    drop(lock);
     if config.run_validation {
         validation::run(&config)?;
     }

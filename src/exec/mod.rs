@@ -19,7 +19,7 @@
 
 mod dry_run;
 mod fake;
-mod iptables;
+pub(crate) mod iptables;
 pub(crate) mod netlink;
 pub mod netns;
 mod nftables;

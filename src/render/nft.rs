@@ -204,6 +204,51 @@ fn owner(owner: &Owner, negated: bool) -> String {
     }
 }
 
+/// Words nft's parser may take as a keyword rather than a name, wherever an interface name can
+/// stand. Generous on purpose: quoting a name that did not need it is harmless, leaving a keyword
+/// bare makes nft reject the batch (or read something else).
+#[rustfmt::skip]
+const NFT_WORDS: &[&str] = &[
+    "accept", "ackseq", "add", "ah", "all", "and", "arp", "at", "auth", "bridge", "broadcast", "burst", "bypass",
+    "byte", "bytes", "cfi", "cgroup", "chain", "checksum", "classid", "comment", "comp", "constant", "continue",
+    "counter", "counters", "cpu", "create", "ct", "daddr", "day", "dccp", "define", "dei", "delete", "describe",
+    "destroy", "devgroup", "direction", "dnat", "doff", "dport", "drop", "dscp", "dst", "dup", "dynamic", "ecn",
+    "egress", "element", "elements", "esp", "established", "ether", "expiration", "export", "exthdr", "fib", "filter",
+    "flags", "flow", "flowlabel", "flowtable", "flush", "forward", "frag", "fwd", "goto", "group", "handle", "hash",
+    "hbh", "hdrlength", "helper", "hlen", "hook", "hoplimit", "hour", "htype", "ibriport", "ibrname", "ibrpvid",
+    "ibrvname", "icmp", "icmpv6", "icmpx", "id", "igmp", "iif", "iifgroup", "iifkind", "iifname", "iiftype", "import",
+    "in", "include", "index", "inet", "ingress", "input", "insert", "interval", "invalid", "ip", "ip6", "ipcomp",
+    "ipsec", "ipv4", "ipv6", "jhash", "jump", "l4proto", "label", "last", "length", "limit", "limits", "list", "log",
+    "map", "mark", "masquerade", "maxseg", "meta", "meter", "mh", "minute", "monitor", "mss", "nat", "netdev", "new",
+    "nexthdr", "nfproto", "nftrace", "not", "notrack", "numgen", "obriport", "obrname", "offset", "oif", "oifgroup",
+    "oifkind", "oifname", "oiftype", "operation", "option", "options", "or", "original", "osf", "output", "over",
+    "packet", "packets", "pcp", "pkttype", "plen", "policy", "position", "postrouting", "prandom", "prerouting",
+    "priority", "probability", "protocol", "ptype", "queue", "quota", "quotas", "random", "rate", "redefine",
+    "redirect", "reject", "related", "rename", "replace", "reply", "reset", "return", "route", "rt", "rt0", "rt2",
+    "rtclassid", "rule", "sack", "saddr", "sctp", "sdif", "sdifname", "secmark", "second", "secpath", "sequence",
+    "set", "size", "skgid", "skuid", "snat", "socket", "sport", "srh", "state", "status", "synproxy", "table", "tcp",
+    "th", "time", "timeout", "timestamp", "to", "tos", "tproxy", "ttl", "type", "typeof", "udp", "udplite",
+    "undefine", "until", "untracked", "urgptr", "version", "vlan", "vmap", "week", "window", "xor", "zone",
+];
+
+/// An interface name as nft reads it literally. Names nft would take for something else are
+/// quoted: those starting with a digit or another non-letter (`010` is octal 8, `0x10` is 16) and
+/// keywords (`accept`, `meta`, ...). The iptables wildcard `eth+` becomes nft's `"eth*"`.
+/// Ordinary names (`eth0`, `not-istio-nic`) stay bare, as upstream prints them.
+fn iface_name(iface: &crate::config::IfaceName) -> std::borrow::Cow<'_, str> {
+    let name = iface.as_str();
+    if let Some(stem) = name.strip_suffix('+') {
+        return format!("\"{stem}*\"").into();
+    }
+    let starts_like_a_word = name.starts_with(|c: char| c.is_ascii_alphabetic());
+    let is_keyword = NFT_WORDS.iter().any(|word| word.eq_ignore_ascii_case(name));
+    if starts_like_a_word && !is_keyword {
+        name.into()
+    } else {
+        format!("\"{name}\"").into()
+    }
+}
+
 fn udp_port(port: UdpPortMatch) -> String {
     match port {
         UdpPortMatch::Destination(p) => format!("udp dport {p}"),
@@ -214,10 +259,12 @@ fn udp_port(port: UdpPortMatch) -> String {
 fn body(kind: &RuleKind) -> String {
     match kind {
         RuleKind::Always(v) => format!("counter {}", verdict(*v)),
-        RuleKind::InInterface { iface, verdict: v } => format!("iifname {iface} counter {}", verdict(*v)),
-        RuleKind::OutInterface { iface, verdict: v } => format!("oifname {iface} counter {}", verdict(*v)),
+        RuleKind::InInterface { iface, verdict: v } => format!("iifname {} counter {}", iface_name(iface), verdict(*v)),
+        RuleKind::OutInterface { iface, verdict: v } => {
+            format!("oifname {} counter {}", iface_name(iface), verdict(*v))
+        }
         RuleKind::InInterfaceToDestination { iface, destination, verdict: v } => {
-            format!("iifname {iface} {} daddr {destination} counter {}", l3(destination), verdict(*v))
+            format!("iifname {} {} daddr {destination} counter {}", iface_name(iface), l3(destination), verdict(*v))
         }
         RuleKind::InvalidState(v) => format!("meta l4proto tcp ct state invalid counter {}", verdict(*v)),
         RuleKind::Tcp(v) => format!("meta l4proto tcp counter {}", verdict(*v)),
@@ -347,6 +394,50 @@ mod tests {
 
     fn port() -> crate::config::Port {
         crate::config::Port::parse("-p", "15001").unwrap()
+    }
+
+    fn iface(raw: &str) -> String {
+        let name = crate::config::IfaceName::parse("-c", raw).unwrap();
+        iface_name(&name).into_owned()
+    }
+
+    #[test]
+    fn ordinary_interface_names_stay_bare_as_upstream_prints_them() {
+        for name in ["eth0", "eth1", "not-istio-nic", "lo", "veth_a.10", "ens3f0"] {
+            assert_eq!(iface(name), name);
+        }
+    }
+
+    #[test]
+    fn interface_names_nft_would_read_as_numbers_are_quoted() {
+        assert_eq!(iface("010"), "\"010\"");
+        assert_eq!(iface("0x10"), "\"0x10\"");
+        assert_eq!(iface("1"), "\"1\"");
+        assert_eq!(iface("_x"), "\"_x\"");
+        assert_eq!(iface(".x"), "\".x\"");
+        assert_eq!(iface("-x"), "\"-x\"");
+    }
+
+    #[test]
+    fn interface_names_that_are_nft_keywords_are_quoted() {
+        for name in ["accept", "meta", "tcp", "ip6", "Drop", "counter"] {
+            assert_eq!(iface(name), format!("\"{name}\""));
+        }
+    }
+
+    #[test]
+    fn the_iptables_wildcard_becomes_nfts() {
+        assert_eq!(iface("eth+"), "\"eth*\"");
+        assert_eq!(iface("0+"), "\"0*\"");
+    }
+
+    #[test]
+    fn rules_on_interfaces_use_the_literal_form() {
+        let iface = crate::config::IfaceName::parse("-c", "010").unwrap();
+        let kind = RuleKind::InInterface { iface: iface.clone(), verdict: Verdict::Return };
+        assert_eq!(body(&kind), "iifname \"010\" counter return");
+        let kind = RuleKind::OutInterface { iface, verdict: Verdict::Accept };
+        assert_eq!(body(&kind), "oifname \"010\" counter accept");
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod compose;
 mod detect;
 mod recognise;
 mod sandbox;
-mod state;
+pub(crate) mod state;
 mod undo;
 
 #[cfg(test)]
