@@ -12,6 +12,7 @@ pub mod exec;
 pub mod gocompat;
 pub mod host;
 pub mod logging;
+pub mod nftnl;
 pub mod plan;
 pub mod render;
 pub mod validation;

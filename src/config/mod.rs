@@ -134,6 +134,8 @@ pub struct Config {
     pub cleanup_only: bool,
     pub force_apply: bool,
     pub native_nftables: bool,
+    /// Extension `ISTIO_NFT_APPLY=nft`: apply `--native-nftables` with `nft -f -` instead of netlink.
+    pub nft_apply_with_binary: bool,
     pub cni_mode: bool,
     pub force_iptables_binary: Option<IptablesBackend>,
     pub network_namespace: Option<PathBuf>,
@@ -223,6 +225,11 @@ impl Config {
         let capture_all_dns = flags.bool(FlagId::CaptureAllDns);
         let dns = dns_capture(redirect_dns_requested, capture_all_dns, &resolv_conf)?;
 
+        let nft_apply_with_binary = match env.get("ISTIO_NFT_APPLY").map(String::as_str) {
+            None | Some("" | "netlink") => false,
+            Some("nft") => true,
+            Some(other) => return Err(Error::invalid("ISTIO_NFT_APPLY", other, "expected netlink or nft")),
+        };
         let dry_run_file = env.get("DRY_RUN_FILE_PATH").filter(|p| !p.is_empty()).map(PathBuf::from);
         let network_namespace =
             Some(flags.string(FlagId::NetworkNamespace)).filter(|p| !p.is_empty()).map(PathBuf::from);
@@ -263,6 +270,7 @@ impl Config {
             cleanup_only: flags.bool(FlagId::CleanupOnly),
             force_apply: flags.bool(FlagId::ForceApply),
             native_nftables: flags.bool(FlagId::NativeNftables),
+            nft_apply_with_binary,
             cni_mode: flags.bool(FlagId::CniMode),
             force_iptables_binary,
             network_namespace,

@@ -13,11 +13,34 @@ use crate::render::nft;
 /// Applies the plan or, with `--cleanup-only`, deletes the istio tables. (Routes follow in both
 /// cases, as upstream does.)
 pub(super) fn apply(config: &Config, plan: &Plan) -> Result<()> {
+    // --- netlink hook (issue 9): the default path talks to the kernel itself; `nft -f -` only
+    // with ISTIO_NFT_APPLY=nft. To move into the side-effect seam at merge.
+    if !config.nft_apply_with_binary {
+        return apply_over_netlink(config, plan);
+    }
+    // --- end of hook
     let nft = Nft::find(std::env::var_os("PATH"), config.cni_mode)?;
     nft.probe()?;
     let text = if config.cleanup_only { nft::cleanup_transaction() } else { nft::apply_transaction(plan) };
     nft.run(&text)?;
     tracing::info!("nftables rules programmed:\n{text} \n");
+    Ok(())
+}
+
+/// The netlink path: no `nft` program involved (see `crate::nftnl`).
+fn apply_over_netlink(config: &Config, plan: &Plan) -> Result<()> {
+    let failed = |err: crate::nftnl::NftnlError| Error::Apply(format!("native nftables apply failed: {err}"));
+    if config.cleanup_only {
+        crate::nftnl::cleanup().map_err(failed)?;
+        tracing::info!("nftables istio tables removed (netlink)");
+        return Ok(());
+    }
+    match crate::nftnl::apply(plan, &crate::nftnl::Options::default()).map_err(failed)? {
+        crate::nftnl::Outcome::Unchanged => tracing::info!("nftables rules already in place, nothing changed"),
+        crate::nftnl::Outcome::Replaced => {
+            tracing::info!("nftables rules programmed (netlink):\n{} \n", nft::apply_transaction(plan));
+        }
+    }
     Ok(())
 }
 
