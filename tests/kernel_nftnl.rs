@@ -171,3 +171,153 @@ fn upstream_cases_commit_over_netlink_exactly_what_nft_writes() {
     eprintln!("compared {compared} upstream cases; refused by both (unknown owner names): {refused:?}");
     assert!(compared >= 20, "only {compared} cases applied");
 }
+
+fn setup(name: &str, args: &[&str], env: &[(&str, &str)]) -> Setup {
+    let mut setup = Setup { name: name.to_string(), ..Setup::default() };
+    setup.args = std::iter::once("--native-nftables").chain(args.iter().copied()).map(String::from).collect();
+    setup.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    setup.nameservers = vec!["127.0.0.53".into()];
+    setup
+}
+
+fn sidecar(name: &str, extra: &[&str]) -> Setup {
+    setup(name, &support::sidecar_argv_with(extra), &[("ENABLE_INBOUND_IPV6", "false")])
+}
+
+fn apply_ok(ns: &Netns, setup: &Setup) -> String {
+    let output = run(ns, setup, None);
+    assert!(output.status.success(), "{}: {}", setup.name, stderr(&output));
+    stderr(&output)
+}
+
+#[test]
+fn an_unchanged_rerun_touches_nothing_and_a_changed_one_replaces_the_tables() {
+    if !kernel_ready() {
+        return;
+    }
+    let ns = Netns::new("nlrerun");
+    ns.loopback_up();
+    let first = sidecar("first", &["--redirect-dns"]);
+    apply_ok(&ns, &first);
+    // Traffic through the output chains so the counters are not all zero.
+    let closed: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let _refused = support::Client::new(&ns).timeout(std::time::Duration::from_millis(500)).tcp(closed);
+    let before = ns.exec_ok("nft", ["-a", "list", "ruleset"]);
+    assert!(before.contains("istio-proxy-raw") && !before.contains("counter packets 0 bytes 0 jump istio-output\n"));
+    let log = apply_ok(&ns, &first);
+    assert!(log.contains("already in place"), "{log}");
+    // Same handles and the same counters: nothing was replaced.
+    pretty_assertions::assert_eq!(before, ns.exec_ok("nft", ["-a", "list", "ruleset"]));
+
+    let second = sidecar("second", &[]);
+    let log = apply_ok(&ns, &second);
+    assert!(!log.contains("already in place"), "{log}");
+    let after = ns.exec_ok("nft", ["list", "ruleset"]);
+    assert!(!after.contains("istio-proxy-raw"), "the DNS table of the old configuration survived:\n{after}");
+    let reference = Netns::new("nlrerunref");
+    reference.loopback_up();
+    assert!(run(&reference, &second, Some("nft")).status.success());
+    pretty_assertions::assert_eq!(
+        normalize(&reference.exec_ok("nft", ["-s", "list", "ruleset"])),
+        normalize(&ns.exec_ok("nft", ["-s", "list", "ruleset"]))
+    );
+
+    let cleanup = sidecar("cleanup", &["--cleanup-only"]);
+    apply_ok(&ns, &cleanup);
+    assert_eq!(ns.exec_ok("nft", ["list", "ruleset"]), "");
+}
+
+/// A table created with `NFT_TABLE_F_OWNER` by a socket the test holds open: only that socket
+/// may change it, so a batch touching it is refused by the kernel (EPERM) at that message.
+struct OwnedTable {
+    _socket: std::os::fd::OwnedFd,
+}
+
+impl OwnedTable {
+    fn create(ns: &Netns, name: &str) -> OwnedTable {
+        use nix::sys::socket::{
+            bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+        };
+        use std::os::fd::AsFd;
+        use std::os::fd::AsRawFd;
+        let netns = std::fs::File::open(ns.path()).unwrap();
+        // A socket stays in the namespace it was created in; only this thread enters it.
+        let socket = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns only reads the fd, which outlives this call.
+                    let rc = unsafe { nix::libc::setns(netns.as_fd().as_raw_fd(), nix::libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    let fd = socket(
+                        AddressFamily::Netlink,
+                        SockType::Raw,
+                        SockFlag::SOCK_CLOEXEC,
+                        SockProtocol::NetlinkNetFilter,
+                    )
+                    .unwrap();
+                    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).unwrap();
+                    fd
+                })
+                .join()
+                .unwrap()
+        });
+        let mut packet = Vec::new();
+        let message = |out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8, res: u16, attrs: &[u8]| {
+            let len = 16 + 4 + attrs.len();
+            out.extend_from_slice(&(len as u32).to_ne_bytes());
+            out.extend_from_slice(&kind.to_ne_bytes());
+            out.extend_from_slice(&(flags | 1).to_ne_bytes());
+            out.extend_from_slice(&seq.to_ne_bytes());
+            out.extend_from_slice(&0u32.to_ne_bytes());
+            out.extend_from_slice(&[family, 0]);
+            out.extend_from_slice(&res.to_be_bytes());
+            out.extend_from_slice(attrs);
+        };
+        let mut attrs = Vec::new();
+        let mut name_bytes = name.as_bytes().to_vec();
+        name_bytes.push(0);
+        attrs.extend_from_slice(&((4 + name_bytes.len()) as u16).to_ne_bytes());
+        attrs.extend_from_slice(&1u16.to_ne_bytes());
+        attrs.extend_from_slice(&name_bytes);
+        attrs.resize((attrs.len() + 3) & !3, 0);
+        attrs.extend_from_slice(&8u16.to_ne_bytes());
+        attrs.extend_from_slice(&2u16.to_ne_bytes());
+        attrs.extend_from_slice(&2u32.to_be_bytes()); // NFT_TABLE_F_OWNER
+        message(&mut packet, 0x10, 0, 1, 0, 10, &[]);
+        message(&mut packet, 10 << 8, 0x400 | 0x4, 2, 1, 0, &attrs);
+        message(&mut packet, 0x11, 0, 3, 0, 10, &[]);
+        send(socket.as_raw_fd(), &packet, MsgFlags::empty()).unwrap();
+        let mut buffer = vec![0u8; 8192];
+        let len = recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty()).unwrap();
+        assert!(len >= 20 && buffer[16..20] == [0, 0, 0, 0], "creating the owned table failed: {:?}", &buffer[..len]);
+        OwnedTable { _socket: socket }
+    }
+}
+
+#[test]
+fn a_refused_batch_changes_nothing_and_names_the_refused_message() {
+    if !kernel_ready() {
+        return;
+    }
+    let ns = Netns::new("nlatomic");
+    ns.loopback_up();
+    // No DNS capture: the raw table is not ours.
+    apply_ok(&ns, &sidecar("old", &[]));
+    let before = ns.exec_ok("nft", ["-a", "list", "ruleset"]);
+    assert!(before.contains("istio-proxy-nat"));
+    let owned = OwnedTable::create(&ns, "istio-proxy-raw");
+
+    // The batch deletes nat and mangle before it reaches the raw table, which it may not touch.
+    let output = run(&ns, &sidecar("new", &["--redirect-dns"]), None);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("the kernel refused the nftables batch, nothing was changed: add table inet istio-proxy-raw"),
+        "{text}"
+    );
+    assert!(text.contains("CAP_NET_ADMIN") || text.contains("Operation not permitted"), "{text}");
+    let after = ns.exec_ok("nft", ["-a", "list", "ruleset"]);
+    drop(owned);
+    let after_without_owned: String = after.split("table inet istio-proxy-raw").next().unwrap_or_default().to_string();
+    pretty_assertions::assert_eq!(before, after_without_owned, "the old tables did not survive the refused batch");
+}

@@ -141,6 +141,9 @@ fn describe(subject: &Subject) -> String {
 fn hint(subject: &Subject, errno: Errno) -> Option<&'static str> {
     let missing = matches!(errno, Errno::ENOENT | Errno::EOPNOTSUPP | Errno::EAFNOSUPPORT);
     match subject {
+        Subject::Table { .. } if errno == Errno::EPERM => Some(
+            "another process owns this table (NFT_TABLE_F_OWNER, e.g. a node agent) or this one lacks CAP_NET_ADMIN",
+        ),
         _ if errno == Errno::EPERM => Some("the process lacks CAP_NET_ADMIN in this network namespace"),
         Subject::Table { .. } if missing => Some("the kernel lacks the nf_tables inet family (CONFIG_NF_TABLES_INET)"),
         Subject::Chain { base: Some(BaseChain { kind: "nat", .. }), .. } if missing => {
