@@ -135,6 +135,13 @@ fn compare(setup: &Setup) -> bool {
             stderr(&by_nft)
         );
         assert_eq!(by_netlink.status.code(), Some(1), "{}: {}", setup.name, stderr(&by_netlink));
+        let last_line = |output: &Output| stderr(output).lines().last().unwrap_or_default().to_string();
+        eprintln!(
+            "{}: refused by nft: {}\n  and by netlink: {}",
+            setup.name,
+            last_line(&by_nft),
+            last_line(&by_netlink)
+        );
         assert_eq!(reference.exec_ok("nft", ["list", "ruleset"]), "", "{}", setup.name);
         assert_eq!(native.exec_ok("nft", ["list", "ruleset"]), "", "{}", setup.name);
         return false;
@@ -320,4 +327,219 @@ fn a_refused_batch_changes_nothing_and_names_the_refused_message() {
     drop(owned);
     let after_without_owned: String = after.split("table inet istio-proxy-raw").next().unwrap_or_default().to_string();
     pretty_assertions::assert_eq!(before, after_without_owned, "the old tables did not survive the refused batch");
+}
+
+/// xorshift64*: a small, seedable generator, so a failing configuration can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    fn port(&mut self) -> String {
+        self.pick(&["0", "22", "53", "80", "443", "8080", "15001", "15006", "15008", "15020", "65535"]).to_string()
+    }
+
+    fn port_item(&mut self) -> String {
+        if self.chance(25) {
+            let low = self.below(60000) as u16;
+            let high = low.saturating_add(self.below(5000) as u16);
+            format!("{low}:{high}")
+        } else {
+            self.port()
+        }
+    }
+
+    fn list(&mut self, max: u64, mut item: impl FnMut(&mut Rng) -> String) -> String {
+        let n = 1 + self.below(max);
+        (0..n).map(|_| item(self)).collect::<Vec<_>>().join(",")
+    }
+
+    fn cidr(&mut self, v6_percent: u64) -> String {
+        if self.chance(v6_percent) {
+            let prefix = self.pick(&["0", "8", "32", "48", "64", "63", "100", "127", "128"]);
+            let address = self.pick(&["::", "fd00::", "2001:db8::", "fd00:1:2:3::", "::1"]);
+            let address = if prefix == "0" { "::" } else { address };
+            format!("{address}/{prefix}")
+        } else {
+            let prefix = self.below(33);
+            let address = u32::try_from(self.next() >> 32).unwrap();
+            // Now and then with host bits set, which the parser accepts as upstream does.
+            let mask = if prefix == 0 || self.chance(15) { u32::MAX } else { u32::MAX << (32 - prefix) };
+            format!("{}/{prefix}", std::net::Ipv4Addr::from(address & mask))
+        }
+    }
+
+    fn iface(&mut self) -> String {
+        self.pick(&["eth0", "eth1", "net1", "veth-a.1", "cni_0", "x"]).to_string()
+    }
+
+    fn owner(&mut self) -> String {
+        self.pick(&["0", "1", "1337", "4242", "root", "daemon", "bin"]).to_string()
+    }
+
+    fn group(&mut self) -> String {
+        self.pick(&["0", "3", "1337", "888", "root", "daemon", "adm"]).to_string()
+    }
+}
+
+/// A random configuration that the argument parser accepts.
+fn random_setup(rng: &mut Rng, index: usize) -> Setup {
+    let mut args: Vec<String> = vec!["--native-nftables".into()];
+    let flag = |args: &mut Vec<String>, name: &str, value: String| {
+        args.push(name.to_string());
+        args.push(value);
+    };
+    flag(&mut args, "-p", rng.port());
+    flag(&mut args, "-z", rng.port());
+    if rng.chance(30) {
+        flag(&mut args, "-e", rng.port());
+    }
+    flag(&mut args, "-u", rng.list(2, Rng::owner));
+    if rng.chance(50) {
+        flag(&mut args, "-g", rng.list(2, Rng::group));
+    }
+    if rng.chance(35) {
+        flag(&mut args, "-m", "TPROXY".into());
+    }
+    let inbound = match rng.below(4) {
+        0 => String::new(),
+        1 => "*".into(),
+        _ => rng.list(3, Rng::port_item),
+    };
+    flag(&mut args, "-b", inbound);
+    if rng.chance(50) {
+        flag(&mut args, "-d", rng.list(3, Rng::port_item));
+    }
+    let v6 = if rng.chance(50) { 30 } else { 0 };
+    let include = match rng.below(4) {
+        0 => String::new(),
+        1 => "*".into(),
+        _ => rng.list(3, |r| r.cidr(v6)),
+    };
+    flag(&mut args, "-i", include);
+    if rng.chance(50) {
+        flag(&mut args, "-x", rng.list(3, |r| r.cidr(v6)));
+    }
+    if rng.chance(30) {
+        flag(&mut args, "-q", rng.list(3, Rng::port_item));
+    }
+    if rng.chance(30) {
+        flag(&mut args, "-o", rng.list(3, Rng::port_item));
+    }
+    if rng.chance(30) {
+        flag(&mut args, "-c", rng.list(2, Rng::iface));
+    }
+    if rng.chance(30) {
+        flag(&mut args, "-k", rng.list(2, Rng::iface));
+    }
+    if rng.chance(20) {
+        flag(&mut args, "-t", (1 + rng.below(100_000)).to_string());
+    }
+    for (percent, name) in [(50, "--redirect-dns"), (25, "--capture-all-dns"), (30, "--drop-invalid")] {
+        if rng.chance(percent) {
+            args.push(name.into());
+        }
+    }
+    let mut env = vec![("ENABLE_INBOUND_IPV6".to_string(), rng.pick(&["true", "false"]).to_string())];
+    if rng.chance(25) {
+        env.push(("ISTIO_OUTBOUND_OWNER_GROUPS".into(), rng.list(2, Rng::group)));
+    } else if rng.chance(25) {
+        env.push(("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE".into(), rng.list(3, Rng::group)));
+    }
+    if rng.chance(20) {
+        env.push((
+            "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR".into(),
+            rng.pick(&["127.0.0.1/8", "127.0.0.1/32", "127.0.0.0/16"]).into(),
+        ));
+    }
+    let nameservers = (0..rng.below(3))
+        .map(|_| rng.pick(&["127.0.0.53", "10.96.0.10", "::1", "fd00::10", "8.8.8.8"]).to_string())
+        .collect();
+    Setup { name: format!("random #{index}"), args, env, nameservers }
+}
+
+#[test]
+fn random_configurations_commit_over_netlink_exactly_what_nft_writes() {
+    if !kernel_ready() {
+        return;
+    }
+    let seed = std::env::var("NFTNL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+    });
+    let count: usize = std::env::var("NFTNL_CONFIGS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    eprintln!("random configurations: seed {seed} (replay with NFTNL_SEED={seed}), {count} configurations");
+    let mut rng = Rng(seed);
+    let mut compared = 0;
+    for index in 0..count {
+        let setup = random_setup(&mut rng, index);
+        eprintln!("{}: args {:?} env {:?} nameservers {:?}", setup.name, setup.args, setup.env, setup.nameservers);
+        if compare(&setup) {
+            compared += 1;
+        }
+    }
+    eprintln!("compared {compared} of {count} random configurations (the rest were refused by both paths)");
+    assert!(compared * 10 >= count * 9, "too many configurations refused: only {compared} of {count} applied");
+}
+
+/// Processes and threads the binary starts, from `strace -f` of one run in `ns`.
+fn spawned_under_strace(ns: &Netns, setup: &Setup) -> (Vec<String>, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    // Absolute paths: the run itself gets a PATH with nothing on it.
+    let mut command = std::process::Command::new(support::find_program("ip").unwrap());
+    command.args(["netns", "exec", ns.name()]).arg(support::find_program("strace").unwrap());
+    command.env_clear().env("PATH", "/nonexistent");
+    for (k, v) in &setup.env {
+        command.env(k, v);
+    }
+    command
+        .args(["-f", "-qq", "-e", "trace=execve,execveat,fork,vfork,clone,clone3", "-o"])
+        .arg(&trace)
+        .arg(support::binary_under_test())
+        .args(&setup.args);
+    let output = command.output().unwrap();
+    let calls = fs::read_to_string(&trace).unwrap_or_default();
+    assert!(calls.lines().next().is_some_and(|l| l.contains("execve(")), "no trace of the run: {calls:?}");
+    // The one execve of the binary itself is expected; anything else is a spawned process.
+    let spawned = calls
+        .lines()
+        .filter(|line| !line.contains("exited with") && !line.contains("+++"))
+        .skip(1)
+        .map(String::from)
+        .collect();
+    (spawned, output)
+}
+
+#[test]
+fn the_netlink_path_runs_no_program_on_a_first_run_or_a_rerun() {
+    if !kernel_ready() || !support::require_programs_or_skip(&["strace"]) {
+        return;
+    }
+    let ns = Netns::new("nlstrace");
+    ns.loopback_up();
+    let setup =
+        setup("tproxy sidecar", &support::sidecar_argv_with(&["-m", "TPROXY"]), &[("ENABLE_INBOUND_IPV6", "true")]);
+    for run in ["first run", "rerun"] {
+        let (spawned, output) = spawned_under_strace(&ns, &setup);
+        assert!(output.status.success(), "{run}: {}", stderr(&output));
+        assert_eq!(spawned, Vec::<String>::new(), "{run} started processes or threads");
+    }
+    assert!(ns.exec_ok("nft", ["list", "ruleset"]).contains("tproxy ip to :15006"));
 }
