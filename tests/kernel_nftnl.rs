@@ -543,3 +543,35 @@ fn the_netlink_path_runs_no_program_on_a_first_run_or_a_rerun() {
     }
     assert!(ns.exec_ok("nft", ["list", "ruleset"]).contains("tproxy ip to :15006"));
 }
+
+#[test]
+fn an_unknown_group_fails_before_anything_is_committed() {
+    if !kernel_ready() {
+        return;
+    }
+    let ns = Netns::new("nlgroup");
+    apply_ok(&ns, &sidecar("before", &[]));
+    let before = ns.exec_ok("nft", ["-a", "list", "ruleset"]);
+    let mut bad = sidecar("unknown group", &[]);
+    bad.env.push(("ISTIO_OUTBOUND_OWNER_GROUPS".into(), "no-such-group-xyz".into()));
+    let output = run(&ns, &bad, None);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("group \"no-such-group-xyz\" is not listed in /etc/group"), "{}", stderr(&output));
+    pretty_assertions::assert_eq!(before, ns.exec_ok("nft", ["-a", "list", "ruleset"]));
+}
+
+#[test]
+fn the_nft_fallback_still_says_what_to_install_when_nft_is_missing() {
+    if !kernel_ready() {
+        return;
+    }
+    let ns = Netns::new("nlnonft");
+    let mut command = std::process::Command::new(support::find_program("ip").unwrap());
+    command.args(["netns", "exec", ns.name()]).arg(support::binary_under_test());
+    command.env_clear().env("PATH", "/nonexistent").env("ENABLE_INBOUND_IPV6", "false");
+    let without_fallback = command.args(["--native-nftables", "-u", "1337"]).output().unwrap();
+    assert!(without_fallback.status.success(), "{}", stderr(&without_fallback));
+    let with_fallback = command.env("ISTIO_NFT_APPLY", "nft").output().unwrap();
+    assert_eq!(with_fallback.status.code(), Some(1));
+    assert!(stderr(&with_fallback).contains("the nft binary is missing in the sidecar container image"));
+}
