@@ -480,3 +480,58 @@ fn ip_proto(proto: Proto) -> u8 {
         Proto::Udp => IPPROTO_UDP,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(rule: &RuleExprs) -> Vec<&'static str> {
+        rule.exprs.iter().map(|e| e.name).collect()
+    }
+
+    fn destination(net: &str) -> RuleExprs {
+        let kind = RuleKind::Destination { destination: net.parse().unwrap(), verdict: Verdict::Return };
+        rule_exprs(&kind, &mut IdResolver::new(std::path::Path::new("/nonexistent"))).unwrap()
+    }
+
+    #[test]
+    fn byte_aligned_prefixes_load_only_their_bytes_and_others_are_masked() {
+        let aligned = destination("10.0.0.0/8");
+        assert_eq!(names(&aligned), ["meta", "cmp", "payload", "cmp", "counter", "immediate"]);
+        assert_eq!(aligned.exprs[2], payload(BASE_NETWORK, 16, 1));
+        assert_eq!(aligned.exprs[3], cmp(OP_EQ, vec![10]));
+
+        let masked = destination("10.16.0.0/12");
+        assert_eq!(names(&masked), ["meta", "cmp", "payload", "bitwise", "cmp", "counter", "immediate"]);
+        assert_eq!(masked.exprs[3], bitwise(vec![255, 240, 0, 0]));
+
+        let everything = destination("::/0");
+        assert_eq!(everything.exprs[1], cmp(OP_EQ, vec![NFPROTO_IPV6]));
+        assert_eq!(everything.exprs[2], payload(BASE_NETWORK, 24, 16));
+        assert_eq!(everything.exprs[3], bitwise(vec![0; 16]));
+    }
+
+    #[test]
+    fn an_explicit_l4proto_is_not_repeated_but_an_implicit_one_is_added() {
+        let mut ids = IdResolver::new(std::path::Path::new("/nonexistent"));
+        let port = PortSpec::Single(80);
+        let explicit = rule_exprs(&RuleKind::TcpPort { port, verdict: Verdict::Return }, &mut ids).unwrap();
+        let implicit =
+            rule_exprs(&RuleKind::OutboundPort { proto: Proto::Udp, port, verdict: Verdict::Return }, &mut ids)
+                .unwrap();
+        assert_eq!(names(&explicit), names(&implicit));
+        assert_eq!(implicit.exprs[1], cmp(OP_EQ, vec![IPPROTO_UDP]));
+    }
+
+    #[test]
+    fn an_iptables_wildcard_interface_matches_its_stem_as_a_prefix() {
+        let mut ids = IdResolver::new(std::path::Path::new("/nonexistent"));
+        let iface = crate::config::IfaceName::parse("-c", "eth+").unwrap();
+        let rule = rule_exprs(&RuleKind::InInterface { iface, verdict: Verdict::Return }, &mut ids).unwrap();
+        // What nft writes for `iifname "eth*"`: no NUL, no padding.
+        assert_eq!(rule.exprs[1], cmp(OP_EQ, b"eth".to_vec()));
+        let exact = crate::config::IfaceName::parse("-c", "eth0").unwrap();
+        let rule = rule_exprs(&RuleKind::InInterface { iface: exact, verdict: Verdict::Return }, &mut ids).unwrap();
+        assert_eq!(rule.exprs[1], cmp(OP_EQ, b"eth0\0\0\0\0\0\0\0\0\0\0\0\0".to_vec()));
+    }
+}
