@@ -314,12 +314,12 @@ fn a_refused_batch_changes_nothing_and_names_the_refused_message() {
     assert!(before.contains("istio-proxy-nat"));
     let owned = OwnedTable::create(&ns, "istio-proxy-raw");
 
-    // The batch deletes nat and mangle before it reaches the raw table, which it may not touch.
+    // The batch deletes nat and mangle before it reaches the raw table, which it may not delete.
     let output = run(&ns, &sidecar("new", &["--redirect-dns"]), None);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let text = stderr(&output);
     assert!(
-        text.contains("the kernel refused the nftables batch, nothing was changed: add table inet istio-proxy-raw"),
+        text.contains("the kernel refused the nftables batch, nothing was changed: delete table inet istio-proxy-raw"),
         "{text}"
     );
     assert!(text.contains("CAP_NET_ADMIN") || text.contains("Operation not permitted"), "{text}");

@@ -70,10 +70,18 @@ pub enum NftnlError {
 pub fn apply(plan: &Plan, options: &Options) -> Result<Outcome, NftnlError> {
     let tables = ruleset::desired(plan, &mut ids::IdResolver::new(&options.etc)).map_err(NftnlError::Owner)?;
     let mut socket = Socket::open().map_err(NftnlError::Wire)?;
-    if readback::matches(&mut socket, &tables).map_err(NftnlError::Wire)? {
-        return Ok(Outcome::Unchanged);
+    // A second attempt only when an istio table appeared between read-back and commit.
+    for attempt in 1..=2 {
+        let present = readback::present_tables(&mut socket).map_err(NftnlError::Wire)?;
+        if readback::matches(&mut socket, &tables, &present).map_err(NftnlError::Wire)? {
+            return Ok(Outcome::Unchanged);
+        }
+        let names: Vec<&'static str> = present.iter().map(|t| t.name).collect();
+        match commit(&mut socket, ruleset::batch(&tables, &names)) {
+            Err(NftnlError::Refused { errno: Errno::EEXIST, .. }) if attempt == 1 => continue,
+            result => return result.map(|()| Outcome::Replaced),
+        }
     }
-    commit(&mut socket, ruleset::batch(&tables))?;
     Ok(Outcome::Replaced)
 }
 
@@ -81,13 +89,19 @@ pub fn apply(plan: &Plan, options: &Options) -> Result<Outcome, NftnlError> {
 pub fn matches(plan: &Plan, options: &Options) -> Result<bool, NftnlError> {
     let tables = ruleset::desired(plan, &mut ids::IdResolver::new(&options.etc)).map_err(NftnlError::Owner)?;
     let mut socket = Socket::open().map_err(NftnlError::Wire)?;
-    readback::matches(&mut socket, &tables).map_err(NftnlError::Wire)
+    let present = readback::present_tables(&mut socket).map_err(NftnlError::Wire)?;
+    readback::matches(&mut socket, &tables, &present).map_err(NftnlError::Wire)
 }
 
-/// Deletes the istio tables (those that exist) in one batch.
+/// Deletes the istio tables that exist, in one batch (none: nothing is sent).
 pub fn cleanup() -> Result<(), NftnlError> {
     let mut socket = Socket::open().map_err(NftnlError::Wire)?;
-    commit(&mut socket, ruleset::cleanup_batch())
+    let present = readback::present_tables(&mut socket).map_err(NftnlError::Wire)?;
+    let names: Vec<&'static str> = present.iter().map(|t| t.name).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    commit(&mut socket, ruleset::delete_tables(&names))
 }
 
 fn commit(socket: &mut Socket, batch: Vec<(wire::Request, Subject)>) -> Result<(), NftnlError> {

@@ -96,25 +96,42 @@ struct ActualChain {
     rules: Vec<Vec<CanonExpr>>,
 }
 
-/// Whether the kernel's istio tables are exactly `desired` (no other istio table, same chains,
-/// same rules in the same order).
-pub(crate) fn matches(socket: &mut Socket, desired: &[DesiredTable]) -> Result<bool, WireError> {
-    let istio: Vec<&str> = TABLES.iter().map(|t| table_name(*t)).collect();
-    let mut present: Vec<String> = Vec::new();
+/// An istio table the kernel has, with its `NFTA_TABLE_FLAGS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PresentTable {
+    pub name: &'static str,
+    pub flags: u32,
+}
+
+/// The istio tables that exist in the `inet` family.
+pub(crate) fn present_tables(socket: &mut Socket) -> Result<Vec<PresentTable>, WireError> {
+    let mut present = Vec::new();
     for reply in socket.dump(NFPROTO_INET, NFT_MSG_GETTABLE, &[])? {
         let attrs = parse_attrs(&reply.attrs);
         let name = find_attr(&attrs, 1).map(|n| attr_string(&n)).unwrap_or_default();
         let flags = find_attr(&attrs, 2).and_then(|f| attr_be32(&f)).unwrap_or(0);
-        if istio.contains(&name.as_str()) {
-            if flags != 0 {
-                return Ok(false);
-            }
-            present.push(name);
+        if let Some(table) = TABLES.iter().map(|t| table_name(*t)).find(|t| *t == name) {
+            present.push(PresentTable { name: table, flags });
         }
     }
-    present.sort();
-    let mut wanted: Vec<String> = desired.iter().map(|t| t.name.to_string()).collect();
-    wanted.sort();
+    Ok(present)
+}
+
+/// Whether the kernel's istio tables (`present`, from [`present_tables`]) are exactly `desired`:
+/// no other istio table, same chains, same rules in the same order.
+pub(crate) fn matches(
+    socket: &mut Socket,
+    desired: &[DesiredTable],
+    present: &[PresentTable],
+) -> Result<bool, WireError> {
+    // A dormant (or otherwise flagged) table is not the active ruleset we want.
+    if present.iter().any(|t| t.flags != 0) {
+        return Ok(false);
+    }
+    let mut present: Vec<&str> = present.iter().map(|t| t.name).collect();
+    present.sort_unstable();
+    let mut wanted: Vec<&str> = desired.iter().map(|t| t.name).collect();
+    wanted.sort_unstable();
     if present != wanted {
         return Ok(false);
     }

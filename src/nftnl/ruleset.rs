@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::expr::{self, RuleExprs, ANONYMOUS_SET_NAME};
 use super::ids::{IdResolver, UnknownName};
-use super::wire::{Attr, Request, NLM_F_APPEND, NLM_F_CREATE};
+use super::wire::{Attr, Request, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 use crate::plan::{Chain, Plan, Position, Table};
 use crate::render::nft::{body, declared_chains, table_name, table_rules, TABLES};
 
@@ -121,13 +121,17 @@ pub(crate) enum Subject {
     Rule { table: &'static str, chain: &'static str, index: usize, text: String, exprs: Vec<&'static str> },
 }
 
-/// The batch: every istio table added and deleted (so a stale one cannot survive), then the
-/// desired tables built from nothing.
-pub(crate) fn batch(tables: &[DesiredTable]) -> Vec<(Request, Subject)> {
-    let mut out = cleanup_batch();
+/// The batch: the istio tables that exist (`present`) deleted, then the desired tables built
+/// from nothing. Only existing tables are deleted, because every deletion makes the kernel wait
+/// for an RCU grace period when the socket closes (the `nft -f -` path's add-and-delete of all
+/// three costs that on every run). The new tables are created with `NLM_F_EXCL`, so a table that
+/// appeared since the read-back makes the batch fail (EEXIST) instead of merging into it.
+pub(crate) fn batch(tables: &[DesiredTable], present: &[&'static str]) -> Vec<(Request, Subject)> {
+    let mut out = delete_tables(present);
     let mut set_id = 0u32;
     for table in tables {
-        out.push((new_table(table.name), Subject::Table { table: table.name, delete: false }));
+        let create = Request { msg: NFT_MSG_NEWTABLE, flags: NLM_F_CREATE | NLM_F_EXCL, ..new_table(table.name) };
+        out.push((create, Subject::Table { table: table.name, delete: false }));
         for chain in &table.chains {
             let mut attrs = vec![Attr::string(1, table.name), Attr::string(3, chain.name)];
             if let Some(base) = chain.base {
@@ -169,17 +173,15 @@ pub(crate) fn batch(tables: &[DesiredTable]) -> Vec<(Request, Subject)> {
     out
 }
 
-/// `add table` + `delete table` for each istio table: afterwards none exists, and it cannot
-/// fail on a table that was not there.
-pub(crate) fn cleanup_batch() -> Vec<(Request, Subject)> {
-    let mut out = Vec::new();
-    for table in TABLES {
-        let name = table_name(table);
-        out.push((new_table(name), Subject::Table { table: name, delete: false }));
-        let delete = Request { msg: NFT_MSG_DELTABLE, flags: 0, attrs: vec![Attr::string(1, name)] };
-        out.push((delete, Subject::Table { table: name, delete: true }));
-    }
-    out
+/// `delete table` for each of `present`.
+pub(crate) fn delete_tables(present: &[&'static str]) -> Vec<(Request, Subject)> {
+    present
+        .iter()
+        .map(|name| {
+            let delete = Request { msg: NFT_MSG_DELTABLE, flags: 0, attrs: vec![Attr::string(1, name)] };
+            (delete, Subject::Table { table: name, delete: true })
+        })
+        .collect()
 }
 
 fn new_table(name: &str) -> Request {

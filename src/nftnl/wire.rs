@@ -21,6 +21,7 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_MULTI: u16 = 0x2;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
 pub(crate) const NLM_F_APPEND: u16 = 0x800;
 const HEADER_LEN: usize = 16;
@@ -217,6 +218,7 @@ impl Socket {
         }
         let end = self.next_seq();
         message(&mut packet, NFNL_MSG_BATCH_END, 0, end, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, &[]);
+        self.fit_buffers(packet.len(), requests.len());
         send(self.fd.as_raw_fd(), &packet, MsgFlags::empty()).map_err(WireError::Send)?;
 
         let mut answered = vec![false; requests.len()];
@@ -241,6 +243,21 @@ impl Socket {
             }
         }
         Ok(refusals)
+    }
+
+    /// The whole batch must fit the send buffer (the kernel takes it as one datagram), and every
+    /// ack must fit the receive buffer until read, or the kernel drops them (ENOBUFS). As root the
+    /// `*FORCE` options lift the system limits; otherwise the plain ones get what they may.
+    fn fit_buffers(&self, batch_len: usize, messages: usize) {
+        const ACK_TRUESIZE: usize = 1024;
+        let send_size = batch_len + 64 * 1024;
+        let receive_size = messages * ACK_TRUESIZE + 64 * 1024;
+        if setsockopt(&self.fd, sockopt::SndBufForce, &send_size).is_err() {
+            let _ = setsockopt(&self.fd, sockopt::SndBuf, &send_size);
+        }
+        if setsockopt(&self.fd, sockopt::RcvBufForce, &receive_size).is_err() {
+            let _ = setsockopt(&self.fd, sockopt::RcvBuf, &receive_size);
+        }
     }
 
     /// Lists objects (`NLM_F_DUMP`) of message type `msg` (`NFT_MSG_GET*`).
