@@ -216,6 +216,18 @@ fn an_unchanged_rerun_touches_nothing_and_a_changed_one_replaces_the_tables() {
     // Same handles and the same counters: nothing was replaced.
     pretty_assertions::assert_eq!(before, ns.exec_ok("nft", ["-a", "list", "ruleset"]));
 
+    // Anything changed in an istio table (an extra rule, a base chain's policy) is replaced.
+    let rules_before = ns.exec_ok("nft", ["-s", "list", "ruleset"]);
+    for tamper in [
+        "add rule inet istio-proxy-nat istio-output counter accept",
+        "add chain inet istio-proxy-raw output { type filter hook output priority -300 ; policy drop ; }",
+    ] {
+        ns.exec_ok("nft", [tamper]);
+        let log = apply_ok(&ns, &first);
+        assert!(!log.contains("already in place"), "{tamper}: {log}");
+        pretty_assertions::assert_eq!(rules_before, ns.exec_ok("nft", ["-s", "list", "ruleset"]), "{tamper}");
+    }
+
     let second = sidecar("second", &[]);
     let log = apply_ok(&ns, &second);
     assert!(!log.contains("already in place"), "{log}");

@@ -28,6 +28,8 @@ struct CanonExpr {
     attrs: BTreeMap<u16, Canon>,
 }
 
+const NF_ACCEPT: u32 = 1;
+
 /// Synthetic attribute standing for a lookup's set contents.
 const SET_ELEMENTS: u16 = 0x3fff;
 
@@ -180,6 +182,9 @@ fn read_table(socket: &mut Socket, table: &str) -> Result<HashMap<String, Actual
             let hook = parse_attrs(&hook).into_iter().map(|(k, v)| (k, v.to_vec())).collect::<Vec<_>>();
             let get = |kind| hook.iter().find(|(k, _)| *k == kind).and_then(|(_, v)| attr_be32(v));
             let kind = find_attr(&attrs, 7).map(|t| attr_string(&t)).unwrap_or_default();
+            // NFTA_CHAIN_POLICY: ours are all `accept` (NF_ACCEPT); another policy is a difference.
+            let policy = find_attr(&attrs, 5).and_then(|p| attr_be32(&p)).unwrap_or(NF_ACCEPT);
+            let kind = if policy == NF_ACCEPT { kind } else { String::from("other") };
             (kind, get(1).unwrap_or(u32::MAX), get(2).unwrap_or(0) as i32)
         });
         let base = match base {
