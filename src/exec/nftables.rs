@@ -38,7 +38,8 @@ fn apply_over_netlink(config: &Config, plan: &Plan) -> Result<()> {
     match crate::nftnl::apply(plan, &crate::nftnl::Options::default()).map_err(failed)? {
         crate::nftnl::Outcome::Unchanged => tracing::info!("nftables rules already in place, nothing changed"),
         crate::nftnl::Outcome::Replaced => {
-            tracing::info!("nftables rules programmed (netlink):\n{} \n", nft::apply_transaction(plan));
+            // The same ruleset as this transaction (only existing tables are deleted over netlink).
+            tracing::info!("nftables rules programmed over netlink, as nft text:\n{} \n", nft::apply_transaction(plan));
         }
     }
     Ok(())
