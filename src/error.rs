@@ -115,6 +115,10 @@ pub enum Error {
     #[error("nftables run failed: {output}")]
     NftCommit { output: String },
 
+    /// The netlink nf_tables batch was refused, or the tables could not be read back.
+    #[error("native nftables apply failed: {0}")]
+    NftNetlink(#[source] crate::nftnl::NftnlError),
+
     #[error("failed to open network namespace {path}: {source}", path = path.display())]
     NetnsOpen {
         path: PathBuf,
@@ -171,6 +175,7 @@ impl Error {
             | Error::NftTooOld { .. }
             | Error::NftProbe { .. }
             | Error::NftCommit { .. }
+            | Error::NftNetlink(_)
             | Error::NetnsOpen { .. }
             | Error::NetnsEnter { .. }
             | Error::LockAddress { .. }

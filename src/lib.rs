@@ -16,6 +16,7 @@ pub mod gocompat;
 pub mod host;
 pub mod logging;
 pub mod netns_lock;
+pub mod nftnl;
 pub mod plan;
 pub mod render;
 pub mod validation;

@@ -15,7 +15,7 @@ pub use cidr::{CidrLists, OutboundCidrs};
 pub use values::{IfaceName, InboundPorts, OwnerId, Port, PortSpec};
 
 use crate::cli::{Flags, Setting};
-use crate::error::{ConfigError, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::host::{self, HostFacts, HostNeeds};
 
 /// Owner-group filters allow at most this many groups in an include list (upstream's limit).
@@ -122,6 +122,8 @@ pub struct Config {
     pub cleanup_only: bool,
     pub force_apply: bool,
     pub native_nftables: bool,
+    /// Extension `ISTIO_NFT_APPLY=nft`: apply `--native-nftables` with `nft -f -` instead of netlink.
+    pub nft_apply_with_binary: bool,
     pub cni_mode: bool,
     pub force_iptables_binary: Option<IptablesBackend>,
     pub network_namespace: Option<PathBuf>,
@@ -171,6 +173,13 @@ impl Config {
         let capture_all_dns = flags.capture_all_dns.value;
         let dns = dns_capture(redirect_dns_requested, capture_all_dns, host.resolv_conf.as_deref());
         let non_empty_path = |p: &str| Some(p).filter(|p| !p.is_empty()).map(PathBuf::from);
+        // Extension: `ISTIO_NFT_APPLY=nft` keeps the `nft -f -` path; checked only where it is used.
+        let nft_apply_with_binary = match env.get("ISTIO_NFT_APPLY").map(String::as_str) {
+            _ if !(rules && flags.native_nftables.value) => false,
+            None | Some("" | "netlink") => false,
+            Some("nft") => true,
+            Some(other) => return Err(Error::invalid("ISTIO_NFT_APPLY", other, "expected netlink or nft")),
+        };
 
         Ok(Config {
             proxy_port: port(&flags.envoy_port)?,
@@ -208,6 +217,7 @@ impl Config {
             cleanup_only: flags.cleanup_only.value,
             force_apply: flags.force_apply.value,
             native_nftables: flags.native_nftables.value,
+            nft_apply_with_binary,
             cni_mode: flags.cni_mode.value,
             force_iptables_binary: outbound.force_iptables_binary,
             network_namespace: non_empty_path(&flags.network_namespace.value),

@@ -6,7 +6,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::Result;
-use crate::plan::{Family, Position, Table};
+use crate::nftnl::{NftnlError, Outcome as NftOutcome};
+use crate::plan::{Family, Plan, Position, Table};
 use crate::render::iptables::TokenRule;
 
 use super::iptables::{CommandError, Tool, Variant};
@@ -24,6 +25,10 @@ pub(crate) enum Call {
     SaveVersion { program: String },
     /// `nft args` with `stdin`.
     Nft { args: String, stdin: Option<String> },
+    /// A netlink nf_tables batch that replaces the istio tables with the plan's.
+    NftablesCommit,
+    /// A netlink nf_tables batch that deletes the istio tables.
+    NftablesDelete,
     /// An address, policy rule or route, as `ip` would spell it.
     Route(String),
 }
@@ -162,6 +167,16 @@ impl Netfilter for FakeNetfilter {
 
     fn installed(&self, program: &str) -> bool {
         self.programs.iter().any(|p| p == program)
+    }
+
+    fn nftables_commit(&self, _plan: &Plan) -> Result<NftOutcome, NftnlError> {
+        self.record(Call::NftablesCommit);
+        Ok(NftOutcome::Replaced)
+    }
+
+    fn nftables_delete(&self) -> Result<(), NftnlError> {
+        self.record(Call::NftablesDelete);
+        Ok(())
     }
 
     fn nft(&self, args: &[&str], stdin: Option<&str>) -> Result<ProgramOutput> {

@@ -58,7 +58,9 @@ pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
     }
     // In CNI mode the lock is scoped to the pod: its network namespace file.
     let system = System::new(config.cni_mode, config.network_namespace.clone());
-    if config.native_nftables {
+    if config.native_nftables && !config.nft_apply_with_binary {
+        nftables::apply_over_netlink(&system, &plan, config.cleanup_only)?;
+    } else if config.native_nftables {
         let transaction = if config.cleanup_only { nft::cleanup_transaction() } else { nft::apply_transaction(&plan) };
         nftables::apply(&system, &transaction)?;
         tracing::info!("nftables rules programmed:\n{transaction} \n");

@@ -4,6 +4,10 @@
 
 use crate::error::{Error, Result};
 
+use crate::nftnl::Outcome as NftOutcome;
+use crate::plan::Plan;
+use crate::render::nft;
+
 use super::seam::{Netfilter, ProgramOutput};
 
 /// Probes `nft` and commits `transaction`: the plan's, or with `--cleanup-only` the deletion of
@@ -13,6 +17,24 @@ pub(super) fn apply(netfilter: &dyn Netfilter, transaction: &str) -> Result<()> 
     let output = netfilter.nft(&["-f", "-"], Some(transaction))?;
     if !output.success {
         return Err(Error::NftCommit { output: failure_text(&output) });
+    }
+    Ok(())
+}
+
+/// The default path: the plan (or, with `--cleanup-only`, the deletion of the istio tables)
+/// committed over netlink in one atomic batch, with no `nft` program involved.
+pub(super) fn apply_over_netlink(netfilter: &dyn Netfilter, plan: &Plan, cleanup_only: bool) -> Result<()> {
+    if cleanup_only {
+        netfilter.nftables_delete().map_err(Error::NftNetlink)?;
+        tracing::info!("nftables istio tables removed (netlink)");
+        return Ok(());
+    }
+    match netfilter.nftables_commit(plan).map_err(Error::NftNetlink)? {
+        NftOutcome::Unchanged => tracing::info!("nftables rules already in place, nothing changed"),
+        NftOutcome::Replaced => {
+            // The same ruleset as this transaction (only existing tables are deleted over netlink).
+            tracing::info!("nftables rules programmed over netlink, as nft text:\n{} \n", nft::apply_transaction(plan));
+        }
     }
     Ok(())
 }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
-use crate::plan::Family;
+use crate::nftnl::{NftnlError, Outcome as NftOutcome};
+use crate::plan::{Family, Plan};
 
 use super::iptables::{CommandError, Runner, Tool, Variant};
 use super::routes::{self, RouteError};
@@ -38,6 +39,12 @@ pub(crate) trait Netfilter {
 
     /// `nft args…` with `stdin`: `--version`, `--check -f -` (a probe) and `-f -` (the commit).
     fn nft(&self, args: &[&str], stdin: Option<&str>) -> Result<ProgramOutput>;
+
+    /// Makes the kernel's `inet istio-proxy-*` tables those of `plan` in one nf_tables netlink
+    /// batch, unless they already are (the default `--native-nftables` path; no `nft` needed).
+    fn nftables_commit(&self, plan: &Plan) -> Result<NftOutcome, NftnlError>;
+    /// Deletes the `inet istio-proxy-*` tables over netlink (`--cleanup-only`).
+    fn nftables_delete(&self) -> Result<(), NftnlError>;
 
     /// `::6/128` on `lo` (IPv6's inbound passthrough source); present already is fine.
     fn add_loopback_passthrough_address(&self) -> Result<(), RouteError>;
@@ -116,6 +123,14 @@ impl Netfilter for System {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
+    }
+
+    fn nftables_commit(&self, plan: &Plan) -> Result<NftOutcome, NftnlError> {
+        crate::nftnl::apply(plan, &crate::nftnl::Options::default())
+    }
+
+    fn nftables_delete(&self) -> Result<(), NftnlError> {
+        crate::nftnl::cleanup()
     }
 
     fn add_loopback_passthrough_address(&self) -> Result<(), RouteError> {

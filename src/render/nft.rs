@@ -26,7 +26,7 @@ pub fn table_name(table: Table) -> &'static str {
 }
 
 /// Chains in their fixed declaration order, with the base-chain spec where there is one.
-fn declared_chains(table: Table) -> &'static [(Chain, Option<&'static str>)] {
+pub(crate) fn declared_chains(table: Table) -> &'static [(Chain, Option<&'static str>)] {
     match table {
         Table::Nat => &[
             (Chain::Prerouting, Some("{ type nat hook prerouting priority -100 ; }")),
@@ -69,7 +69,7 @@ fn emitted(rule: &Rule, enable_ipv6: bool) -> bool {
 }
 
 /// The rules nft gets for one table, in plan order.
-fn table_rules(plan: &Plan, table: Table) -> Vec<&Rule> {
+pub(crate) fn table_rules(plan: &Plan, table: Table) -> Vec<&Rule> {
     plan.rules.iter().filter(|r| r.table == table && emitted(r, plan.enable_ipv6)).collect()
 }
 
@@ -256,7 +256,7 @@ fn udp_port(port: UdpPortMatch) -> String {
     }
 }
 
-fn body(kind: &RuleKind) -> String {
+pub(crate) fn body(kind: &RuleKind) -> String {
     match kind {
         RuleKind::Always(v) => format!("counter {}", verdict(*v)),
         RuleKind::InInterface { iface, verdict: v } => format!("iifname {} counter {}", iface_name(iface), verdict(*v)),

@@ -1,0 +1,96 @@
+//! User and group names to numeric ids, read from `/etc/passwd` and `/etc/group` directly.
+//!
+//! `nft` resolves `skuid NAME`/`skgid NAME` through libc (NSS); the kernel only takes numbers.
+//! A static binary has no NSS, and the pod's files are what the init container sees anyway.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::OwnerId;
+use crate::plan::Owner;
+
+/// A name that is in neither the numeric form nor the database it belongs to.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {name:?} is not listed in {path} (names are resolved without NSS; use a numeric id or add the entry)", path = path.display())]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub name: String,
+    pub path: PathBuf,
+    #[source]
+    pub source: Option<std::io::Error>,
+}
+
+/// Resolves names, reading each database at most once per run.
+#[derive(Debug)]
+pub(crate) struct IdResolver {
+    passwd: PathBuf,
+    group: PathBuf,
+    users: Option<HashMap<String, u32>>,
+    groups: Option<HashMap<String, u32>>,
+}
+
+impl IdResolver {
+    pub(crate) fn new(etc: &Path) -> IdResolver {
+        IdResolver { passwd: etc.join("passwd"), group: etc.join("group"), users: None, groups: None }
+    }
+
+    pub(crate) fn owner(&mut self, owner: &Owner) -> Result<u32, UnknownName> {
+        let (id, kind, path, cache) = match owner {
+            Owner::Uid(id) => (id, "user", &self.passwd, &mut self.users),
+            Owner::Gid(id) => (id, "group", &self.group, &mut self.groups),
+        };
+        resolve(id, kind, path, cache)
+    }
+}
+
+fn resolve(
+    id: &OwnerId,
+    kind: &'static str,
+    path: &Path,
+    cache: &mut Option<HashMap<String, u32>>,
+) -> Result<u32, UnknownName> {
+    if let Ok(number) = id.as_str().parse::<u32>() {
+        return Ok(number);
+    }
+    let unknown = |source| UnknownName { kind, name: id.as_str().to_string(), path: path.to_path_buf(), source };
+    if cache.is_none() {
+        let text = std::fs::read_to_string(path).map_err(|err| unknown(Some(err)))?;
+        *cache = Some(parse_database(&text));
+    }
+    cache.as_ref().and_then(|names| names.get(id.as_str()).copied()).ok_or_else(|| unknown(None))
+}
+
+/// `name:password:id:...` lines; the first entry of a name wins, as in getpwnam/getgrnam.
+fn parse_database(text: &str) -> HashMap<String, u32> {
+    let mut names = HashMap::new();
+    for line in text.lines() {
+        let mut fields = line.split(':');
+        let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        if let Ok(id) = id.parse::<u32>() {
+            names.entry(name.to_string()).or_insert(id);
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner_gid(name: &str) -> Owner {
+        Owner::Gid(OwnerId::parse("-g", name).unwrap())
+    }
+
+    #[test]
+    fn names_resolve_from_the_files_and_numbers_pass_through() {
+        let etc = tempfile::tempdir().unwrap();
+        std::fs::write(etc.path().join("group"), "root:x:0:\n# junk\nftp:x:50:\nftp:x:51:\n").unwrap();
+        std::fs::write(etc.path().join("passwd"), "istio-proxy:x:1337:1337::/:/bin/false\n").unwrap();
+        let mut ids = IdResolver::new(etc.path());
+        assert_eq!(ids.owner(&owner_gid("ftp")).unwrap(), 50);
+        assert_eq!(ids.owner(&owner_gid("4242")).unwrap(), 4242);
+        assert_eq!(ids.owner(&Owner::Uid(OwnerId::parse("-u", "istio-proxy").unwrap())).unwrap(), 1337);
+        let err = ids.owner(&owner_gid("nosuchgroup")).unwrap_err().to_string();
+        assert!(err.starts_with("group \"nosuchgroup\" is not listed in "), "{err}");
+    }
+}
