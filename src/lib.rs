@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod explain;
 pub mod gocompat;
 pub mod host;
 pub mod logging;
@@ -30,6 +31,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    if let Some(at) = explain::packet::subcommand_position(&argv) {
+        let mut argv = argv;
+        argv.remove(at);
+        return explain::run(argv, env, stdout);
+    }
     let flags = match cli::parse(argv, env)? {
         Parsed::Run(flags) => flags,
         Parsed::Help(text) | Parsed::Version(text) => {
