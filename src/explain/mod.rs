@@ -10,11 +10,10 @@
 //! could be sent to (TPROXY without a listener is dropped by iptables and passed by nft).
 
 mod matching;
+mod output;
 pub mod packet;
 mod ruleset;
 mod walk;
-
-mod output;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -229,3 +229,37 @@ fn json_carries_the_verdict_port_zone_and_path() {
     );
     assert!(json.ends_with("]}\n"));
 }
+
+#[test]
+fn inserted_rules_sit_where_their_positions_put_them_in_each_backend() {
+    let config = config(&["-m", "TPROXY", "--enable-inbound-ipv6=true"]);
+    let plan = Plan::build(&config);
+    let texts = |backend, family| -> Vec<String> {
+        let rules = ruleset::Ruleset::build(&plan, backend, family);
+        rules
+            .chain(crate::plan::Table::Mangle, crate::plan::Chain::IstioInbound)
+            .iter()
+            .map(|e| e.text.clone())
+            .collect()
+    };
+    let v4 = texts(Backend::Iptables, crate::plan::Family::V4);
+    assert_eq!(
+        v4[..3],
+        [
+            "-A ISTIO_INBOUND -p tcp -m mark --mark 1337 -j RETURN",
+            "-A ISTIO_INBOUND -p tcp -s 127.0.0.6/32 -i lo -j RETURN",
+            "-A ISTIO_INBOUND -p tcp -i lo -m mark ! --mark 1338 -j RETURN",
+        ]
+    );
+    // One inet table holds both families, so the v6 insert shifts the later one.
+    let nft = texts(Backend::Nftables, crate::plan::Family::V4);
+    assert_eq!(
+        nft[..4],
+        [
+            "meta l4proto tcp mark 1337 counter return",
+            "iifname lo meta l4proto tcp ip6 saddr ::6/128 counter return",
+            "iifname lo meta l4proto tcp mark != 1338 counter return",
+            "iifname lo meta l4proto tcp ip saddr 127.0.0.6/32 counter return",
+        ]
+    );
+}

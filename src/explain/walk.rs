@@ -44,8 +44,8 @@ pub struct Trace {
     pub last: PacketState,
 }
 
-/// How a table's traversal at one hook ended.
-enum TableEnd {
+/// How a table's traversal, or a whole hook, ended.
+enum End {
     Accept,
     Drop,
     Redirect(u16),
@@ -79,9 +79,9 @@ impl Walker<'_> {
             }
         });
         match end {
-            HookEnd::Drop => return finish(steps, Fate::Drop, packet),
-            HookEnd::Tproxy(port) => return finish(steps, Fate::Tproxy(port), packet),
-            HookEnd::Redirect(port) => {
+            End::Drop => return finish(steps, Fate::Drop, packet),
+            End::Tproxy(port) => return finish(steps, Fate::Tproxy(port), packet),
+            End::Redirect(port) => {
                 // REDIRECT at OUTPUT rewrites to the loopback address of the family.
                 packet.dst = match packet.dst {
                     IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
@@ -92,7 +92,7 @@ impl Walker<'_> {
                 steps.push(Step::Note(format!("destination rewritten to {}, routed out lo", sock(&packet))));
                 redirected = Some(port);
             }
-            HookEnd::Accept => {}
+            End::Accept => {}
         }
         if packet.oif.as_deref() != Some("lo") {
             return finish(steps, Fate::Accept, packet);
@@ -104,10 +104,10 @@ impl Walker<'_> {
         steps.push(Step::Hook { name: "PREROUTING", why: "looped back in on lo".to_string() });
         let end = self.hook(&mut packet, &mut steps, Chain::Prerouting, false, |_, _, _| {});
         let fate = match (end, redirected) {
-            (HookEnd::Drop, _) => Fate::Drop,
-            (HookEnd::Tproxy(port), _) => Fate::Tproxy(port),
-            (_, Some(port)) | (HookEnd::Redirect(port), None) => Fate::Redirect(port),
-            (HookEnd::Accept, None) => Fate::Accept,
+            (End::Drop, _) => Fate::Drop,
+            (End::Tproxy(port), _) => Fate::Tproxy(port),
+            (_, Some(port)) | (End::Redirect(port), None) => Fate::Redirect(port),
+            (End::Accept, None) => Fate::Accept,
         };
         finish(steps, fate, packet)
     }
@@ -120,13 +120,13 @@ impl Walker<'_> {
         }];
         let end = self.hook(&mut packet, &mut steps, Chain::Prerouting, true, |_, _, _| {});
         let fate = match end {
-            HookEnd::Drop => Fate::Drop,
-            HookEnd::Tproxy(port) => Fate::Tproxy(port),
-            HookEnd::Redirect(port) => {
+            End::Drop => Fate::Drop,
+            End::Tproxy(port) => Fate::Tproxy(port),
+            End::Redirect(port) => {
                 packet.dport = port;
                 Fate::Redirect(port)
             }
-            HookEnd::Accept => Fate::Accept,
+            End::Accept => Fate::Accept,
         };
         finish(steps, fate, packet)
     }
@@ -141,7 +141,7 @@ impl Walker<'_> {
         base: Chain,
         nat: bool,
         after_table: impl Fn(&mut PacketState, &mut Vec<Step>, Table),
-    ) -> HookEnd {
+    ) -> End {
         let mut tproxied = None;
         for table in [Table::Raw, Table::Mangle, Table::Nat] {
             if table == Table::Mangle {
@@ -158,19 +158,19 @@ impl Walker<'_> {
                 continue;
             }
             match self.table(packet, steps, table, base) {
-                TableEnd::Drop => return HookEnd::Drop,
-                TableEnd::Redirect(port) => return HookEnd::Redirect(port),
-                TableEnd::Tproxy(port) => tproxied = Some(port),
-                TableEnd::Accept => {}
+                End::Drop => return End::Drop,
+                End::Redirect(port) => return End::Redirect(port),
+                End::Tproxy(port) => tproxied = Some(port),
+                End::Accept => {}
             }
             after_table(packet, steps, table);
         }
-        tproxied.map_or(HookEnd::Accept, HookEnd::Tproxy)
+        tproxied.map_or(End::Accept, End::Tproxy)
     }
 
     /// One table's base chain with its jumps and returns; the end of a base chain is its
     /// ACCEPT policy.
-    fn table(&self, packet: &mut PacketState, steps: &mut Vec<Step>, table: Table, base: Chain) -> TableEnd {
+    fn table(&self, packet: &mut PacketState, steps: &mut Vec<Step>, table: Table, base: Chain) -> End {
         let mut stack: Vec<(Chain, usize)> = vec![(base, 0)];
         while let Some((chain, at)) = stack.pop() {
             let rules = self.rules.chain(table, chain);
@@ -192,24 +192,17 @@ impl Walker<'_> {
                     stack.pop();
                 }
                 Action::Verdict(Verdict::Jump(target)) => stack.push((target, 0)),
-                Action::Verdict(Verdict::Accept) => return TableEnd::Accept,
-                Action::Verdict(Verdict::Drop) => return TableEnd::Drop,
-                Action::Redirect(port) => return TableEnd::Redirect(port),
+                Action::Verdict(Verdict::Accept) => return End::Accept,
+                Action::Verdict(Verdict::Drop) => return End::Drop,
+                Action::Redirect(port) => return End::Redirect(port),
                 Action::Tproxy { port, mark } => {
                     packet.mark = mark;
-                    return TableEnd::Tproxy(port);
+                    return End::Tproxy(port);
                 }
             }
         }
-        TableEnd::Accept
+        End::Accept
     }
-}
-
-enum HookEnd {
-    Accept,
-    Drop,
-    Redirect(u16),
-    Tproxy(u16),
 }
 
 fn finish(steps: Vec<Step>, fate: Fate, last: PacketState) -> Trace {
