@@ -2,8 +2,9 @@
 //! configurations (seeded; the seed is printed) are applied for real in a fresh pod namespace
 //! joined to a peer over a veth pair, then for each of ~25 flows `explain --output json` says
 //! where the connection goes and real sockets show where it went: which listener answered, and
-//! its `SO_ORIGINAL_DST` (REDIRECT) or local address (TPROXY). Every disagreement is reported
-//! with the configuration, the flow and both answers; there must be none.
+//! its `SO_ORIGINAL_DST` (REDIRECT) or local address (TPROXY); the pod's conntrack table shows
+//! the connection's zone. Every disagreement is reported with the configuration, the flow and
+//! both answers; there must be none.
 //!
 //! `KERNEL_EXPLAIN_SEED=N` replays a run. Needs root; skipped otherwise unless
 //! ISTIO_IPTABLES_KERNEL_TESTS=require (CI).
@@ -248,6 +249,7 @@ fn label_of(socket: &Socket) -> &str {
 struct Prediction {
     verdict: String,
     port: Option<u16>,
+    ct_zone: Option<u16>,
 }
 
 fn json_field<'a>(json: &'a str, name: &str) -> &'a str {
@@ -297,7 +299,11 @@ fn explain(net: &Topology, scenario: &Scenario, flow: &Flow) -> (Prediction, Str
     let json = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "explain {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     let port = json_field(&json, "port");
-    let prediction = Prediction { verdict: json_field(&json, "verdict").to_string(), port: port.parse().ok() };
+    let prediction = Prediction {
+        verdict: json_field(&json, "verdict").to_string(),
+        port: port.parse().ok(),
+        ct_zone: json_field(&json, "ct_zone").parse().ok(),
+    };
     (prediction, json)
 }
 
@@ -305,6 +311,8 @@ fn explain(net: &Topology, scenario: &Scenario, flow: &Flow) -> (Prediction, Str
 #[derive(Debug)]
 struct Landing {
     label: String,
+    /// The client socket's port: with the destination port it finds the conntrack entry.
+    client_port: u16,
     /// TCP only: the accepted socket's local address and SO_ORIGINAL_DST.
     local: Option<SocketAddr>,
     original_dst: Option<SocketAddr>,
@@ -316,39 +324,67 @@ fn kernel(net: &Topology, listeners: &Listeners, flow: &Flow) -> Result<Landing,
         None => Client::new(&net.peer),
     }
     .timeout(FLOW_TIMEOUT);
-    let label = match flow.proto {
-        Proto::Tcp => client.tcp(flow.dst).map_err(|e| format!("no connection ({e})"))?.response,
-        Proto::Udp => match client.udp(flow.dst).map_err(|e| format!("no datagram ({e})"))?.response {
-            Some(label) => label,
-            // The agent's answer only gets back through conntrack when it is sent as the proxy
-            // user (the zone rules match its uid); the harness listener is root, so the
-            // datagram it recorded says where the query landed.
-            None => return udp_recipient(listeners).ok_or_else(|| "no datagram arrived".to_string()),
-        },
+    let (label, client_port) = match flow.proto {
+        Proto::Tcp => {
+            let exchange = client.tcp(flow.dst).map_err(|e| format!("no connection ({e})"))?;
+            (exchange.response, exchange.local.port())
+        }
+        Proto::Udp => {
+            let exchange = client.udp(flow.dst).map_err(|e| format!("no datagram ({e})"))?;
+            let client_port = exchange.local.port();
+            match exchange.response {
+                Some(label) => (label, client_port),
+                // The agent's answer only gets back through conntrack when it is sent as the
+                // proxy user (the zone rules match its uid); the harness listener is root, so
+                // the datagram it recorded says where the query landed.
+                None => return udp_recipient(listeners, client_port).ok_or_else(|| "no datagram arrived".to_string()),
+            }
+        }
     };
     match listeners.by_label(&label) {
         Some(Socket::Tcp(listener)) => {
             let accepted = listener.next();
-            Ok(Landing { label, local: Some(accepted.local), original_dst: accepted.original_dst })
+            Ok(Landing { label, client_port, local: Some(accepted.local), original_dst: accepted.original_dst })
         }
         Some(Socket::Udp(listener)) => {
             listener.next();
-            Ok(Landing { label, local: None, original_dst: None })
+            Ok(Landing { label, client_port, local: None, original_dst: None })
         }
         None => Err(format!("unknown answer {label:?}")),
     }
 }
 
 /// The UDP listener that recorded a datagram (the client already waited for it).
-fn udp_recipient(listeners: &Listeners) -> Option<Landing> {
+fn udp_recipient(listeners: &Listeners, client_port: u16) -> Option<Landing> {
     listeners.app.iter().chain(&listeners.peer).find_map(|(_, _, socket)| match socket {
         Socket::Udp(listener) => listener.next_within(Duration::from_millis(10)).map(|_| Landing {
             label: listener.label().to_string(),
+            client_port,
             local: None,
             original_dst: None,
         }),
         Socket::Tcp(_) => None,
     })
+}
+
+/// The conntrack zone of the connection from `client_port` to `dport`, read from the pod
+/// namespace's `/proc/…/net/nf_conntrack` (`zone=N`; absent or 0 for the default zone). A
+/// family no rule asks conntrack for is not tracked in the namespace at all: no entry, no zone.
+fn conntrack_zone(ns: &Netns, client_port: u16, dport: u16) -> Result<Option<u16>, String> {
+    // thread-self: /proc/self/net is the namespace of the main thread, not of this one.
+    let table = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/nf_conntrack"))
+        .map_err(|e| format!("reading nf_conntrack: {e}"))?;
+    let (sport, dport) = (client_port.to_string(), dport.to_string());
+    for line in table.lines() {
+        // The first sport=/dport= pair is the original direction.
+        let first = |key: &str| line.split_whitespace().find_map(|word| word.strip_prefix(key));
+        if first("sport=") == Some(sport.as_str()) && first("dport=") == Some(dport.as_str()) {
+            // Zone 0 is the default zone: explain's null.
+            return Ok(first("zone=").and_then(|zone| zone.parse().ok()).filter(|zone| *zone != 0));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the kernel's landing is the one explain predicted.
@@ -393,6 +429,7 @@ fn differential(engine: Engine) {
     eprintln!("kernel_explain {engine:?}: seed {seed} (replay with KERNEL_EXPLAIN_SEED={seed})");
     let mut rng = Rng(seed ^ engine as u64);
     let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut zones: BTreeMap<String, usize> = BTreeMap::new();
     let mut disagreements = Vec::new();
     let mut checked = 0;
     for index in 0..CONFIGS_PER_ENGINE {
@@ -411,16 +448,23 @@ fn differential(engine: Engine) {
             let landing = kernel(&net, &listeners, &flow);
             checked += 1;
             *verdicts.entry(prediction.verdict.clone()).or_default() += 1;
-            if !agrees(&net, &listeners, &flow, &prediction, &landing) {
+            // A connection that got through has a conntrack entry in the zone explain named.
+            let zone = landing.as_ref().ok().map(|l| conntrack_zone(&net.app, l.client_port, flow.dst.port()));
+            let zone_agrees = zone.as_ref().is_none_or(|zone| *zone == Ok(prediction.ct_zone));
+            *zones.entry(format!("{:?}", prediction.ct_zone)).or_default() += 1;
+            if !agrees(&net, &listeners, &flow, &prediction, &landing) || !zone_agrees {
                 disagreements.push(format!(
-                    "config {index} {:?} {}\n    flow {flow:?}\n    explain {json}    kernel  {landing:?}",
+                    "config {index} {:?} {}\n    flow {flow:?}\n    explain {json}    kernel  {landing:?}, zone {zone:?}",
                     scenario.env,
                     scenario.argv.join(" ")
                 ));
             }
         }
     }
-    eprintln!("kernel_explain {engine:?}: {checked} flows {verdicts:?}, {} disagreements", disagreements.len());
+    eprintln!(
+        "kernel_explain {engine:?}: {checked} flows {verdicts:?} zones {zones:?}, {} disagreements",
+        disagreements.len()
+    );
     assert!(
         disagreements.is_empty(),
         "seed {seed}: {} of {checked} flows disagree:\n{}",
