@@ -450,7 +450,7 @@ fn differential(engine: Engine) {
             *verdicts.entry(prediction.verdict.clone()).or_default() += 1;
             // A connection that got through has a conntrack entry in the zone explain named.
             let zone = landing.as_ref().ok().map(|l| conntrack_zone(&net.app, l.client_port, flow.dst.port()));
-            let zone_agrees = zone.as_ref().is_none_or(|zone| *zone == Ok(prediction.ct_zone));
+            let zone_agrees = zone.as_ref().map_or(true, |zone| *zone == Ok(prediction.ct_zone));
             *zones.entry(format!("{:?}", prediction.ct_zone)).or_default() += 1;
             if !agrees(&net, &listeners, &flow, &prediction, &landing) || !zone_agrees {
                 disagreements.push(format!(
