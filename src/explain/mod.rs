@@ -92,10 +92,14 @@ pub fn explain(config: &Config, spec: &PacketSpec) -> (Backend, Trace) {
     let routes_tproxy = config.is_tproxy() && config.inbound_ports != InboundPorts::None;
     let walker =
         walk::Walker { rules: &rules, ids: &HostIds, tproxy_route_mark: routes_tproxy.then_some(config.tproxy_mark) };
-    let trace = match spec.direction {
+    let mut trace = match spec.direction {
         Direction::Outbound => walker.outbound(initial_outbound(spec)),
         Direction::Inbound => walker.inbound(initial_inbound(spec)),
     };
+    if family == crate::plan::Family::V6 && !plan.enable_ipv6 && backend == Backend::Iptables {
+        let note = "IPv6 is off: a run installs no ip6tables rules".to_string();
+        trace.steps.insert(1, walk::Step::Note(note));
+    }
     (backend, trace)
 }
 
