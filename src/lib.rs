@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gocompat;
@@ -36,12 +37,37 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    if let Some(at) = explain::packet::subcommand_position(&argv) {
+        let mut argv = argv;
+        argv.remove(at);
+        return explain::run(argv, env, stdout);
+    }
     let flags = match cli::parse(argv, env)? {
         Parsed::Run(flags) => flags,
         Parsed::Help(text) | Parsed::Version(text) => {
             return stdout.write_all(text.as_bytes()).map_err(Error::Stdout);
         }
     };
+    let config = configure(&flags, env)?;
+    // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
+    // CNI `istio-validation` container); a failed rule stage never reaches it.
+    // One run at a time per network namespace, from reading the state to the last route; a
+    // dry run or validation alone changes nothing and does not wait.
+    let lock = (!config.dry_run && !config.skip_rule_apply)
+        .then(|| netns_lock::acquire(&flags.network_namespace.value, netns_lock::timeout_from_env(env)))
+        .transpose()?;
+    exec::execute(&config, stdout)?;
+    drop(lock);
+    if config.run_validation {
+        validation::run(&config)?;
+    }
+    Ok(())
+}
+
+/// What every command does before it looks at rules: logging as the flags say, the target
+/// network namespace entered (not in dry-run), the host read, and the configuration built.
+pub(crate) fn configure(flags: &cli::Flags, env: &BTreeMap<String, String>) -> Result<Config> {
     let level = logging::parse_output_level(&flags.log_output_level.value)?;
     logging::init(level, flags.log_as_json.value);
     // Before the host is read: IPv6 detection reads the interface addresses of the namespace it
@@ -50,21 +76,8 @@ where
     if !namespace.is_empty() && !flags.dry_run.value {
         exec::netns::enter(std::path::Path::new(namespace))?;
     }
-    let host = HostFacts::read(&Config::host_needs(&flags, env), &HostPaths::default())?;
-    let config = Config::build(&flags, env, &host)?;
-    // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
-    // CNI `istio-validation` container); a failed rule stage never reaches it.
-    // One run at a time per network namespace, from reading the state to the last route; a
-    // dry run or validation alone changes nothing and does not wait.
-    let lock = (!config.dry_run && !config.skip_rule_apply)
-        .then(|| netns_lock::acquire(namespace, netns_lock::timeout_from_env(env)))
-        .transpose()?;
-    exec::execute(&config, stdout)?;
-    drop(lock);
-    if config.run_validation {
-        validation::run(&config)?;
-    }
-    Ok(())
+    let host = HostFacts::read(&Config::host_needs(flags, env), &HostPaths::default())?;
+    Config::build(flags, env, &host)
 }
 
 /// The process environment as the configuration stage reads it (non-UTF-8 values are kept

@@ -49,6 +49,12 @@ impl TokenRule {
     }
 }
 
+/// One rule as `iptables -S` lists it (`-A CHAIN args…`), whatever its planned position; for
+/// `explain`, which shows the rules a packet meets in the backend's own syntax.
+pub fn rule_spec(rule: &Rule) -> String {
+    TokenRule { position: Position::Append, ..TokenRule::from_rule(rule) }.add_op().line()
+}
+
 /// The rules of one family as tokens, in plan order.
 pub fn token_rules(plan: &Plan, family: Family) -> Vec<TokenRule> {
     plan.rules_for(family).map(TokenRule::from_rule).collect()

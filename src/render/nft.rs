@@ -60,7 +60,7 @@ pub(crate) fn declared_chains(table: Table) -> &'static [(Chain, Option<&'static
 /// emitted once when any family it is planned for is active. Upstream emits such a rule even
 /// when it was planned for IPv6 alone with IPv6 disabled, jumping to a chain never declared
 /// (an nft error); that case is left out here.
-fn emitted(rule: &Rule, enable_ipv6: bool) -> bool {
+pub fn emitted(rule: &Rule, enable_ipv6: bool) -> bool {
     match rule.kind.address_family() {
         Some(Family::V4) => true,
         Some(Family::V6) => enable_ipv6,
@@ -166,6 +166,12 @@ pub fn cleanup_transaction() -> String {
         let _ = writeln!(out, "delete table inet {name}");
     }
     out
+}
+
+/// One rule's nft text (what follows `add rule inet TABLE CHAIN`); for `explain`, which shows
+/// the rules a packet meets in the backend's own syntax.
+pub fn rule_text(rule: &Rule) -> String {
+    body(&rule.kind)
 }
 
 fn verdict(v: Verdict) -> String {

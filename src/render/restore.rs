@@ -36,6 +36,14 @@ impl Op {
         }
     }
 
+    /// The op as one restore line, without its newline (as `iptables -S` lists a rule).
+    pub fn line(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out.truncate(out.trim_end_matches('\n').len());
+        out
+    }
+
     fn write(&self, out: &mut String) {
         let (verb, chain, spec) = match self {
             Op::NewChain(chain) => ("-N", chain, ""),
