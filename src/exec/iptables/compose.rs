@@ -25,9 +25,42 @@ use super::state::State;
 pub(super) const GUARDRAILS: [(&str, &str); 6] =
     [("INPUT", "tcp"), ("INPUT", "udp"), ("FORWARD", "tcp"), ("FORWARD", "udp"), ("OUTPUT", "tcp"), ("OUTPUT", "udp")];
 
-/// `-p PROTO -j DROP`: a guardrail's rule spec.
-pub(super) fn guardrail_spec(proto: &str) -> String {
-    format!("-p {proto} -j DROP")
+/// The comment that marks a guardrail as this tool's. Upstream's guardrails are a bare
+/// `-p tcp -j DROP`, which a pod's own default-deny looks exactly like; with the mark a
+/// guardrail left by a killed run is always found and never confused with the pod's rules.
+/// No space in it, so `-save` prints it unquoted on legacy and nft alike.
+pub(crate) const GUARDRAIL_COMMENT: &str = "istio-iptables-guardrail";
+
+/// How guardrails are written: marked with [`GUARDRAIL_COMMENT`], or bare where the kernel
+/// has no `comment` match (gVisor). Bare guardrails cannot be told from a pod's own DROP
+/// rules, so only the run that inserted them removes them (its final block, or its rollback).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Marking {
+    #[default]
+    Marked,
+    Bare,
+}
+
+/// A guardrail's rule spec: `-p PROTO [-m comment --comment MARK] -j DROP`.
+pub(super) fn guardrail_spec(proto: &str, marking: Marking) -> String {
+    match marking {
+        Marking::Marked => format!("-p {proto} -m comment --comment {GUARDRAIL_COMMENT} -j DROP"),
+        Marking::Bare => format!("-p {proto} -j DROP"),
+    }
+}
+
+/// Whether a raw `-A` line of the filter table is a marked guardrail (ours, whoever wrote it).
+pub(crate) fn is_marked_guardrail(line: &str) -> bool {
+    let tokens: Vec<&str> = line.split(' ').collect();
+    let marked = tokens
+        .windows(2)
+        .any(|w| w[0] == "--comment" && w[1].trim_matches(|c| c == '"' || c == '\'') == GUARDRAIL_COMMENT);
+    marked && tokens.ends_with(&["-j", "DROP"]) && GUARDRAILS.iter().any(|(chain, _)| tokens.get(1) == Some(chain))
+}
+
+/// The marked guardrails in `state` (left by a run that was killed before disarming them).
+pub(crate) fn leftover_guardrails(state: &State) -> Vec<&String> {
+    state.rules(Table::Filter).filter(|line| is_marked_guardrail(line)).collect()
 }
 
 /// `-D CHAIN SPEC` for a raw `-A CHAIN SPEC` line of `-save` output.
@@ -37,14 +70,17 @@ pub(super) fn delete_op(line: &str) -> Option<Op> {
     Some(Op::Delete { chain: chain.to_string(), spec: spec.to_string() })
 }
 
-/// Everything Istio in `current`, as removal ops per table: `-D` for the recognised rules,
-/// then `-F` and `-X` for every ISTIO chain (flushing all first, so jumps between ISTIO chains
-/// cannot block a delete).
+/// Everything Istio in `current`, as removal ops per table: `-D` for the recognised rules and
+/// leftover marked guardrails, then `-F` and `-X` for every ISTIO chain (flushing all first,
+/// so jumps between ISTIO chains cannot block a delete).
 pub(super) fn removal(current: &State, plan: &[TokenRule]) -> Vec<(Table, Vec<Op>)> {
     let mut tables = Vec::new();
     for (table, chains) in &current.tables {
         let mut ops: Vec<Op> =
             recognised(*table, chains, plan).into_iter().filter_map(|(_, rule)| delete_op(rule)).collect();
+        if *table == Table::Filter {
+            ops.extend(leftover_guardrails(current).into_iter().filter_map(|line| delete_op(line)));
+        }
         let istio: Vec<&String> = chains.keys().filter(|chain| is_istio(chain)).collect();
         ops.extend(istio.iter().map(|chain| Op::Flush(chain.to_string())));
         ops.extend(istio.iter().map(|chain| Op::DeleteChain(chain.to_string())));
@@ -60,8 +96,12 @@ pub(super) fn removal(current: &State, plan: &[TokenRule]) -> Vec<(Table, Vec<Op
 pub(crate) struct Steps<'a> {
     /// Remove everything Istio found in this state.
     pub remove: Option<&'a State>,
-    /// Arm guardrails first (pre-cleaning stale ones seen in the state) and disarm them last.
-    pub guard: Option<&'a State>,
+    /// Arm guardrails first and disarm them last (leftovers of a killed run go with `remove`).
+    pub guard: bool,
+    /// How the guardrails are written.
+    pub marking: Marking,
+    /// Without `remove`: delete the leftover marked guardrails found in this state.
+    pub disarm: Option<&'a State>,
     /// The plan's restore input.
     pub apply: Option<&'a RestoreInput>,
 }
@@ -71,45 +111,45 @@ pub(crate) struct Steps<'a> {
 /// shows a half-built state.
 pub(crate) fn compose(steps: Steps<'_>, plan: &[TokenRule]) -> RestoreInput {
     let mut input = RestoreInput::default();
-    if let Some(state) = steps.guard {
-        let stale = state.rules(Table::Filter).cloned().collect::<Vec<_>>();
-        let mut ops: Vec<Op> = GUARDRAILS
-            .iter()
-            .filter(|(chain, proto)| stale.contains(&format!("-A {chain} {}", guardrail_spec(proto))))
-            .map(|(chain, proto)| Op::Delete { chain: chain.to_string(), spec: guardrail_spec(proto) })
-            .collect();
-        ops.extend(GUARDRAILS.iter().map(|(chain, proto)| Op::Add {
+    if steps.guard {
+        let ops = GUARDRAILS.iter().map(|(chain, proto)| Op::Add {
             chain: chain.to_string(),
             position: Position::Insert(1),
-            spec: guardrail_spec(proto),
-        }));
-        input.push_block(Table::Filter, ops);
+            spec: guardrail_spec(proto, steps.marking),
+        });
+        input.push_block(Table::Filter, ops.collect());
     }
     let mut tables: BTreeMap<Table, Vec<Op>> = BTreeMap::new();
     if let Some(state) = steps.remove {
+        // Leftover marked guardrails are identical to the ones just armed, so deleting them
+        // here leaves exactly six until the last block.
         for (table, ops) in removal(state, plan) {
             tables.entry(table).or_default().extend(ops);
         }
+    } else if let Some(state) = steps.disarm {
+        let leftovers = leftover_guardrails(state).into_iter().filter_map(|line| delete_op(line));
+        tables.entry(Table::Filter).or_default().extend(leftovers);
     }
     if let Some(planned) = steps.apply {
         for (table, ops) in planned.blocks() {
             tables.entry(table).or_default().extend(ops.iter().cloned());
         }
     }
+    tables.retain(|_, ops| !ops.is_empty());
     for (table, ops) in tables {
         input.table(table).extend(ops);
     }
-    if steps.guard.is_some() {
-        input.push_block(Table::Filter, guardrail_removal());
+    if steps.guard {
+        input.push_block(Table::Filter, guardrail_removal(steps.marking));
     }
     input
 }
 
 /// Disarms the guardrails (one occurrence of each).
-fn guardrail_removal() -> Vec<Op> {
+fn guardrail_removal(marking: Marking) -> Vec<Op> {
     GUARDRAILS
         .iter()
-        .map(|(chain, proto)| Op::Delete { chain: chain.to_string(), spec: guardrail_spec(proto) })
+        .map(|(chain, proto)| Op::Delete { chain: chain.to_string(), spec: guardrail_spec(proto, marking) })
         .collect()
 }
 
@@ -141,6 +181,11 @@ COMMIT
 
     fn rule(table: Table, chain: &'static str, args: &str) -> TokenRule {
         TokenRule { table, chain, position: Position::Append, args: args.split(' ').map(String::from).collect() }
+    }
+
+    fn state_text(state: &State) -> String {
+        let lines: Vec<String> = state.rules(Table::Filter).cloned().collect();
+        format!("*filter\n{}\nCOMMIT\n", lines.join("\n"))
     }
 
     fn removal_text(state: &str, plan: &[TokenRule]) -> String {
@@ -228,19 +273,26 @@ COMMIT
 
     #[test]
     fn reconcile_guards_removes_and_applies_in_one_input() {
-        let state = State::parse("*filter\n-A INPUT -p udp -j DROP\nCOMMIT\n*nat\n:ISTIO_OUTPUT - [0:0]\nCOMMIT\n");
+        // The pod's own default-deny looks like an upstream guardrail: it stays. A marked
+        // guardrail left by a killed run goes.
+        let state = State::parse(
+            "*filter\n-A INPUT -p udp -j DROP\n-A OUTPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP\nCOMMIT\n\
+             *nat\n:ISTIO_OUTPUT - [0:0]\nCOMMIT\n",
+        );
         let apply = restore_input(&[rule(Table::Nat, "OUTPUT", "-j ISTIO_OUTPUT")]);
-        let steps = Steps { remove: Some(&state), guard: Some(&state), apply: Some(&apply) };
+        let steps = Steps { remove: Some(&state), guard: true, apply: Some(&apply), ..Steps::default() };
+        let mark = "-m comment --comment istio-iptables-guardrail -j DROP";
         assert_eq!(
             compose(steps, &[]).render(),
-            "* filter
--D INPUT -p udp -j DROP
--I INPUT 1 -p tcp -j DROP
--I INPUT 1 -p udp -j DROP
--I FORWARD 1 -p tcp -j DROP
--I FORWARD 1 -p udp -j DROP
--I OUTPUT 1 -p tcp -j DROP
--I OUTPUT 1 -p udp -j DROP
+            format!(
+                "* filter
+-I INPUT 1 -p tcp {mark}
+-I INPUT 1 -p udp {mark}
+-I FORWARD 1 -p tcp {mark}
+-I FORWARD 1 -p udp {mark}
+-I OUTPUT 1 -p tcp {mark}
+-I OUTPUT 1 -p udp {mark}
+-D OUTPUT -p tcp {mark}
 COMMIT
 * nat
 -F ISTIO_OUTPUT
@@ -249,15 +301,36 @@ COMMIT
 -A OUTPUT -j ISTIO_OUTPUT
 COMMIT
 * filter
--D INPUT -p tcp -j DROP
--D INPUT -p udp -j DROP
--D FORWARD -p tcp -j DROP
--D FORWARD -p udp -j DROP
--D OUTPUT -p tcp -j DROP
--D OUTPUT -p udp -j DROP
+-D INPUT -p tcp {mark}
+-D INPUT -p udp {mark}
+-D FORWARD -p tcp {mark}
+-D FORWARD -p udp {mark}
+-D OUTPUT -p tcp {mark}
+-D OUTPUT -p udp {mark}
 COMMIT
 "
+            )
         );
+        let bare = Steps { guard: true, marking: Marking::Bare, ..Steps::default() };
+        assert!(compose(bare, &[]).render().starts_with("* filter\n-I INPUT 1 -p tcp -j DROP\n"));
+    }
+
+    #[test]
+    fn leftover_guardrails_are_disarmed_and_the_pods_drops_kept() {
+        let state = State::parse(
+            "*filter\n-A INPUT -p tcp -j DROP\n-A INPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP\n\
+             -A FORWARD -p udp -m comment --comment \"istio-iptables-guardrail\" -j DROP\n\
+             -A INPUT -p tcp -m comment --comment other -j DROP\nCOMMIT\n",
+        );
+        assert_eq!(leftover_guardrails(&state).len(), 2);
+        let disarm = Steps { disarm: Some(&state), ..Steps::default() };
+        assert_eq!(
+            compose(disarm, &[]).render(),
+            "* filter\n-D FORWARD -p udp -m comment --comment \"istio-iptables-guardrail\" -j DROP\n\
+             -D INPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP\nCOMMIT\n"
+        );
+        // A cleanup removes them too, and nothing else in filter.
+        assert_eq!(removal_text(state_text(&state).as_str(), &[]), compose(disarm, &[]).render());
     }
 
     #[test]

@@ -167,11 +167,19 @@ fn stale_istio_chains_reconcile_guards_removes_and_applies_in_one_input() {
     assert_eq!(inputs.len(), 1, "{inputs:?}");
     let lines: Vec<&str> = inputs[0].lines().collect();
     let at = |line: &str| lines.iter().position(|l| *l == line).unwrap_or_else(|| panic!("{line} missing"));
-    assert_eq!(lines[..2], ["* filter", "-I INPUT 1 -p tcp -j DROP"], "guardrails first");
+    assert_eq!(
+        lines[..2],
+        ["* filter", "-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP"],
+        "guardrails first"
+    );
     // The old TPROXY chains go; the new ones are built after the old are gone, in the same table commit.
-    assert!(at("-X ISTIO_TPROXY") > at("-I INPUT 1 -p tcp -j DROP"));
+    assert!(at("-X ISTIO_TPROXY") > at("-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP"));
     assert!(at("-X ISTIO_OUTPUT") < at("-N ISTIO_OUTPUT"));
-    assert_eq!(lines[lines.len() - 2..], ["-D OUTPUT -p udp -j DROP", "COMMIT"], "guardrails removed last");
+    assert_eq!(
+        lines[lines.len() - 2..],
+        ["-D OUTPUT -p udp -m comment --comment istio-iptables-guardrail -j DROP", "COMMIT"],
+        "guardrails removed last"
+    );
 }
 
 #[test]
@@ -201,7 +209,10 @@ fn foreign_rules_only_apply_with_every_flag_and_are_never_removed() {
     result.unwrap();
     let inputs = restores(&fake, Family::V4);
     assert_eq!(inputs.len(), 1);
-    assert!(inputs[0].contains("-I INPUT 1 -p tcp -j DROP") && inputs[0].contains("-N ISTIO_OUTPUT"));
+    assert!(
+        inputs[0].contains("-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP")
+            && inputs[0].contains("-N ISTIO_OUTPUT")
+    );
     assert!(!inputs[0].contains("--dport 123"), "the pod's own rule stays:\n{}", inputs[0]);
     let (fake, result) = run_over(FOREIGN, CLEANUP_ONLY, &plan);
     result.unwrap();
@@ -253,7 +264,7 @@ fn failure_during_reconcile_disarms_guardrails_and_leaves_no_istio_rules() {
     let before = installed(&other_config(), Family::V4);
     // The filter commit (guardrails) went through; the rest did not.
     let after =
-        format!("{before}*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp -j DROP\n-A INPUT -p tcp -j DROP\nCOMMIT\n");
+        format!("{before}*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp -m comment --comment istio-iptables-guardrail -j DROP\n-A INPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP\nCOMMIT\n");
     let fake = FakeNetfilter::default();
     fake.script_saves(Family::V4, &[&before, &after]);
     fake.fail_restore(Family::V4, 0, "iptables-restore: line 30 failed");
@@ -261,7 +272,12 @@ fn failure_during_reconcile_disarms_guardrails_and_leaves_no_istio_rules() {
     let inputs = restores(&fake, Family::V4);
     assert_eq!(inputs.len(), 2, "{inputs:?}");
     let undo = &inputs[1];
-    for line in ["-D INPUT -p udp -j DROP", "-D INPUT -p tcp -j DROP", "-X ISTIO_TPROXY", "-X ISTIO_OUTPUT"] {
+    for line in [
+        "-D INPUT -p udp -m comment --comment istio-iptables-guardrail -j DROP",
+        "-D INPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP",
+        "-X ISTIO_TPROXY",
+        "-X ISTIO_OUTPUT",
+    ] {
         assert!(undo.lines().any(|l| l == line), "{line} missing from the undo:\n{undo}");
     }
     assert!(!undo.contains("-N "), "{undo}");
@@ -309,12 +325,127 @@ fn one_family_still_empty_is_a_delta_for_the_run() {
     let v4 = restores(&fake, Family::V4);
     assert!(is_check(&v4[0]), "IPv4's rules are checked: {v4:?}");
     assert!(
-        v4[1].contains("-I INPUT 1 -p tcp -j DROP") && v4[1].contains("-N ISTIO_OUTPUT"),
+        v4[1].contains("-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP")
+            && v4[1].contains("-N ISTIO_OUTPUT"),
         "IPv4 rebuilt: {}",
         v4[1]
     );
     let v6 = restores(&fake, Family::V6);
     assert_eq!(v6.len(), 1, "{v6:?}");
     let planned = restore_input(&token_rules(&plan, Family::V6)).render();
-    assert!(v6[0].contains(&planned) && v6[0].contains("-I INPUT 1 -p tcp -j DROP"), "IPv6 guarded apply: {}", v6[0]);
+    assert!(
+        v6[0].contains(&planned)
+            && v6[0].contains("-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP"),
+        "IPv6 guarded apply: {}",
+        v6[0]
+    );
+}
+
+// ---- Intermediate states a killed run leaves (issue: every one recoverable). ----
+
+const MARK: &str = "-m comment --comment istio-iptables-guardrail -j DROP";
+
+/// The six marked guardrails, as `-save` prints them, in a filter block of their own.
+fn leftover_guardrails() -> String {
+    let mut text = String::from("*filter\n");
+    for (chain, proto) in [("INPUT", "tcp"), ("INPUT", "udp"), ("OUTPUT", "tcp"), ("FORWARD", "udp")] {
+        text.push_str(&format!("-A {chain} -p {proto} {MARK}\n"));
+    }
+    text + "COMMIT\n"
+}
+
+/// The pod's own default-deny: exactly what upstream's guardrails look like.
+const POD_DROPS: &str = "*filter\n-A INPUT -p tcp -j DROP\n-A OUTPUT -p udp -j DROP\nCOMMIT\n";
+
+fn deletes_all_leftover_guardrails(input: &str) -> bool {
+    ["-D INPUT -p tcp", "-D INPUT -p udp", "-D OUTPUT -p tcp", "-D FORWARD -p udp"]
+        .iter()
+        .all(|start| input.lines().any(|line| line == format!("{start} {MARK}")))
+}
+
+#[test]
+fn leftover_guardrails_are_drift_and_every_run_removes_them() {
+    let plan = plan(&[], false);
+    let state = format!("{}{}{POD_DROPS}", installed(&plan, Family::V4), leftover_guardrails());
+    for settings in [DEFAULT, RECONCILE, CLEANUP_ONLY] {
+        let (fake, result) = run_over(&state, settings, &plan);
+        result.unwrap();
+        let writes: Vec<String> = restores(&fake, Family::V4).into_iter().filter(|input| !is_check(input)).collect();
+        assert_eq!(writes.len(), 1, "{settings:?}: {writes:?}");
+        assert!(deletes_all_leftover_guardrails(&writes[0]), "{settings:?}: guardrails stay:\n{}", writes[0]);
+        assert!(!writes[0].contains("-D INPUT -p tcp -j DROP"), "{settings:?}: the pod's DROP went:\n{}", writes[0]);
+        assert!(!writes[0].contains("-D OUTPUT -p udp -j DROP"), "{settings:?}: the pod's DROP went:\n{}", writes[0]);
+    }
+    // Without --reconcile the rules are kept (they are this configuration's): only the disarm.
+    let (fake, _) = run_over(&state, DEFAULT, &plan);
+    let disarm = restores(&fake, Family::V4).pop().unwrap_or_default();
+    assert!(!disarm.contains("-N ") && !disarm.contains("-X "), "{disarm}");
+}
+
+#[test]
+fn the_pods_own_drops_survive_a_reconcile_and_a_cleanup() {
+    let plan = plan(&[], false);
+    let state = format!("{}{POD_DROPS}", installed(&other_config(), Family::V4));
+    for settings in [RECONCILE, CLEANUP_ONLY] {
+        let (fake, result) = run_over(&state, settings, &plan);
+        result.unwrap();
+        let inputs = restores(&fake, Family::V4);
+        assert_eq!(inputs.len(), 1, "{settings:?}: {inputs:?}");
+        // Every DROP the run deletes carries the mark: the pod's bare ones are never named.
+        for line in inputs[0].lines().filter(|line| line.starts_with("-D ") && line.ends_with("-j DROP")) {
+            assert!(line.ends_with(MARK), "{settings:?}: {line}");
+        }
+    }
+}
+
+#[test]
+fn a_first_run_killed_between_table_commits_is_completed_by_a_plain_rerun() {
+    let plan = other_config();
+    let full = token_rules(&plan, Family::V4);
+    // TPROXY's input commits mangle before nat: the kill left mangle only.
+    let mangle: Vec<_> = full.iter().filter(|rule| rule.table == crate::plan::Table::Mangle).cloned().collect();
+    assert!(!mangle.is_empty() && mangle.len() < full.len());
+    let (fake, result) = run_over(&installed_state(&mangle), DEFAULT, &plan);
+    result.unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+    assert!(is_check(&inputs[0]) && inputs[0].starts_with("* mangle\n"), "mangle is checked: {}", inputs[0]);
+    let nat: Vec<_> = full.iter().filter(|rule| rule.table == crate::plan::Table::Nat).cloned().collect();
+    assert_eq!(inputs[1], restore_input(&nat).render(), "only the missing nat table is applied");
+    // Another configuration's partial state is not completed: upstream's decision stands.
+    let (fake, result) = run_over(&installed_state(&mangle), DEFAULT, &self::plan(&[], false));
+    result.unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs, vec![restore_input(&token_rules(&self::plan(&[], false), Family::V4)).render()]);
+}
+
+#[test]
+fn a_run_killed_between_families_is_completed_by_a_plain_rerun() {
+    let plan = plan(&[], true);
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[&installed(&plan, Family::V4)]);
+    fake.script_saves(Family::V6, &[""]);
+    apply(Settings { enable_ipv6: true, ..DEFAULT }, &plan, &fake).unwrap();
+    let v4 = restores(&fake, Family::V4);
+    assert!(v4.iter().all(|input| is_check(input)), "IPv4 is only checked: {v4:?}");
+    assert_eq!(restores(&fake, Family::V6), vec![restore_input(&token_rules(&plan, Family::V6)).render()]);
+}
+
+#[test]
+fn without_the_comment_match_guardrails_are_bare() {
+    let plan = plan(&[], false);
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[&installed(&other_config(), Family::V4)]);
+    fake.fail_restore(
+        Family::V4,
+        0,
+        "iptables-restore v1.8.9 (legacy): Couldn't load match `comment':No such file or directory\n\nError occurred at line: 2",
+    );
+    apply(RECONCILE, &plan, &fake).unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+    assert!(inputs[0].contains(MARK));
+    assert!(!inputs[1].contains("comment"), "{}", inputs[1]);
+    assert!(inputs[1].starts_with("* filter\n-I INPUT 1 -p tcp -j DROP\n"), "{}", inputs[1]);
+    assert!(inputs[1].ends_with("-D OUTPUT -p udp -j DROP\nCOMMIT\n"), "{}", inputs[1]);
 }

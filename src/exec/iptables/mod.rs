@@ -11,6 +11,7 @@ mod commands;
 mod compose;
 mod detect;
 mod recognise;
+mod resume;
 mod sandbox;
 pub(crate) mod state;
 mod undo;
@@ -28,7 +29,7 @@ use crate::render::restore::RestoreInput;
 use commands::family_label;
 pub use commands::CommandError;
 pub(crate) use commands::{Runner, Tool, Variant};
-use compose::Steps;
+use compose::{leftover_guardrails, Marking, Steps};
 pub(crate) use detect::kernel_lists_no_tables;
 use state::{Comparison, Decision, State};
 
@@ -58,7 +59,8 @@ impl Settings {
 struct FamilyRun {
     tool: Tool,
     rules: Vec<TokenRule>,
-    /// The plan's restore input for this family.
+    /// The plan's restore input for this family (when resuming an interrupted apply of this
+    /// configuration: only the tables still missing).
     planned: RestoreInput,
     /// `-save` output at the start, and parsed.
     saved: String,
@@ -126,8 +128,12 @@ fn run(config: Settings, runner: &dyn Netfilter, runs: &mut [FamilyRun]) -> Resu
         cleanup_only: config.cleanup_only,
         force_apply: config.force_apply,
     };
-    let decision = state::decide(residue, delta, flags);
-    if residue && delta && !flags.reconcile {
+    let mut decision = state::decide(residue, delta, flags);
+    let plain = !flags.reconcile && !flags.cleanup_only && !flags.force_apply;
+    if residue && delta && plain && resume(runner, runs) {
+        tracing::info!("The residues are part of this configuration's own rules (an interrupted run): completing it");
+        decision = Decision { cleanup: false, guardrails: false, apply: true };
+    } else if residue && delta && !flags.reconcile {
         tracing::info!("reconcile is recommended but no-reconcile flag is set. Unexpected behavior may occur due to preexisting iptables rules");
     }
     if decision.guardrails {
@@ -178,6 +184,13 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
     for run in runs.iter().filter(|run| !run.leftovers_only) {
         let planned = !run.rules.is_empty();
         let has_residue = run.before.has_entries();
+        let guardrails_left = leftover_guardrails(&run.before).len();
+        if guardrails_left > 0 {
+            tracing::warn!(
+                "Found {guardrails_left} {} guardrails left by an interrupted run: they are drift and will be removed",
+                run.label()
+            );
+        }
         let family_delta = match state::compare(&State::of(&run.planned), &run.before) {
             Comparison::Clean => planned,
             Comparison::Differs => true,
@@ -199,7 +212,7 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
             tracing::info!("Ignoring residues because no rules are planned for {}", run.label());
         }
         residue |= has_residue && planned;
-        delta |= family_delta;
+        delta |= family_delta || guardrails_left > 0;
     }
     if !residue {
         tracing::info!("Clean-state detected, new iptables are needed");
@@ -213,9 +226,32 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
     (residue, delta)
 }
 
+/// Whether every planned family's state is a committed prefix of this configuration (see
+/// `resume`); if so each family's planned input becomes the tables it still misses.
+fn resume(runner: &dyn Netfilter, runs: &mut [FamilyRun]) -> bool {
+    let mut missing = Vec::new();
+    for run in runs.iter().filter(|run| !run.leftovers_only) {
+        let Some(found) = resume::resumption(&run.before, &State::of(&run.planned), &run.rules) else {
+            return false;
+        };
+        if !found.present_checks.is_empty() && !checks_pass(runner, &run.tool, &found.present_checks) {
+            return false;
+        }
+        missing.push(found.missing);
+    }
+    for (run, missing) in runs.iter_mut().filter(|run| !run.leftovers_only).zip(missing) {
+        run.planned = missing;
+    }
+    true
+}
+
 /// Upstream's `-C` checks, all in one restore input.
 fn rules_present(runner: &dyn Netfilter, run: &FamilyRun) -> bool {
-    match runner.restore(&run.tool, &check_input(&run.rules).render()) {
+    checks_pass(runner, &run.tool, &check_input(&run.rules))
+}
+
+fn checks_pass(runner: &dyn Netfilter, tool: &Tool, checks: &RestoreInput) -> bool {
+    match runner.restore(tool, &checks.render()) {
         Ok(()) => true,
         Err(e) => {
             tracing::debug!("Ignoring iptables command error: {}", e.xtables_text());
@@ -224,30 +260,55 @@ fn rules_present(runner: &dyn Netfilter, run: &FamilyRun) -> bool {
     }
 }
 
-/// Cleanup and/or apply for one family, as one restore input.
+/// Cleanup and/or apply for one family, as one restore input; leftover guardrails of an
+/// interrupted run are removed whatever the decision.
 fn change(runner: &dyn Netfilter, run: &mut FamilyRun, decision: Decision) -> Result<()> {
-    let steps = Steps {
-        remove: decision.cleanup.then_some(&run.before),
-        guard: decision.guardrails.then_some(&run.before),
-        apply: decision.apply.then_some(&run.planned),
-    };
-    let input = compose::compose(steps, &run.rules);
-    if input.is_empty() {
-        return Ok(());
+    let mut marking = Marking::Marked;
+    loop {
+        let steps = Steps {
+            remove: decision.cleanup.then_some(&run.before),
+            guard: decision.guardrails,
+            marking,
+            disarm: Some(&run.before),
+            apply: decision.apply.then_some(&run.planned),
+        };
+        let input = compose::compose(steps, &run.rules);
+        if input.is_empty() {
+            return Ok(());
+        }
+        let text = input.render();
+        tracing::info!(
+            "Running iptables restore with: {} and the following input:\n{}",
+            run.tool.restore_program(),
+            text.trim()
+        );
+        run.attempted = Some(input);
+        match runner.restore(&run.tool, &text) {
+            Ok(()) => {
+                run.restored = Some(text);
+                return Ok(());
+            }
+            // No `comment` match (gVisor): the guardrail block is the input's first, and a
+            // table commits atomically, so nothing was changed; arm bare guardrails instead.
+            Err(source) if decision.guardrails && marking == Marking::Marked && lacks_comment_match(&source) => {
+                tracing::warn!(
+                    "the kernel has no comment match ({}); using unmarked guardrails",
+                    source.xtables_text()
+                );
+                marking = Marking::Bare;
+            }
+            Err(source) => {
+                tracing::error!("Command error: {}", source.xtables_text());
+                return Err(Error::RestoreFailed { program: run.tool.program.clone(), family: run.label(), source });
+            }
+        }
     }
-    let text = input.render();
-    tracing::info!(
-        "Running iptables restore with: {} and the following input:\n{}",
-        run.tool.restore_program(),
-        text.trim()
-    );
-    run.attempted = Some(input);
-    runner.restore(&run.tool, &text).map_err(|source| {
-        tracing::error!("Command error: {}", source.xtables_text());
-        Error::RestoreFailed { program: run.tool.program.clone(), family: run.label(), source }
-    })?;
-    run.restored = Some(text);
-    Ok(())
+}
+
+/// iptables' error when the `comment` match cannot be loaded ("Couldn't load match
+/// `comment'"); nothing else in our inputs mentions a comment.
+fn lacks_comment_match(error: &CommandError) -> bool {
+    error.spawn.is_none() && error.stderr.contains("comment")
 }
 
 /// After a failed restore in the last of `runs`: no family may stay half-captured while

@@ -8,7 +8,7 @@ use crate::plan::Table;
 use crate::render::iptables::TokenRule;
 use crate::render::restore::{Op, RestoreInput};
 
-use super::compose::{delete_op, guardrail_spec, removal, GUARDRAILS};
+use super::compose::{delete_op, guardrail_spec, is_marked_guardrail, removal, Marking, GUARDRAILS};
 use super::recognise::recognised;
 use super::state::State;
 
@@ -72,7 +72,12 @@ pub(crate) fn undo(
             for rule in rules {
                 let ours = !chains::is_built_in(chain)
                     || istio_rules.contains(&(chain.as_str(), rule.as_str()))
-                    || GUARDRAILS.iter().any(|(c, proto)| *rule == format!("-A {c} {}", guardrail_spec(proto)));
+                    || is_marked_guardrail(rule)
+                    // A bare guardrail (no `comment` match) counts only against what this run
+                    // inserted (the budget): it looks exactly like a pod's own DROP rule.
+                    || GUARDRAILS
+                        .iter()
+                        .any(|(c, proto)| *rule == format!("-A {c} {}", guardrail_spec(proto, Marking::Bare)));
                 match old.iter().position(|o| *o == rule) {
                     Some(at) => {
                         old.remove(at);
