@@ -267,6 +267,14 @@ define_flags! {
         long: "resolv-conf", default: "/etc/resolv.conf", group: Extension,
         help: "The resolv.conf file whose nameservers DNS capture redirects (a regular file of at most 1 MiB)",
     }
+    CommandTimeout command_timeout: Duration {
+        long: "command-timeout", default: "60s", env: "ISTIO_IPTABLES_COMMAND_TIMEOUT", group: Extension,
+        help: "How long each program the run starts (iptables-restore, -save, nft) may take before it is killed and the run fails with a rollback (Go duration; 0: the default)",
+    }
+    LockTimeout lock_timeout: Duration {
+        long: "lock-timeout", default: "30s", env: "ISTIO_IPTABLES_LOCK_TIMEOUT", group: Extension,
+        help: "How long to wait while another run programs the same network namespace (Go duration; 0: the default)",
+    }
     LogOutputLevel log_output_level: String {
         long: "log_output_level", default: "default:info", group: Logging,
         help: "Comma-separated minimum per-scope logging level of messages to output, in the form of <scope>:<level>,<scope>:<level>,... where scope can be one of [default] and level can be one of [debug, info, warn, error, fatal, none]",

@@ -94,6 +94,14 @@ pub enum Error {
     )]
     NftMissing { cni_mode: bool },
 
+    /// The process cannot change netfilter or routing in its network namespace.
+    #[error(
+        "missing {missing}: programming the pod's network namespace needs CAP_NET_ADMIN and CAP_NET_RAW; \
+         add them to the init container (securityContext: capabilities: add: [NET_ADMIN, NET_RAW]) or run as root \
+         with them"
+    )]
+    MissingCapabilities { missing: String },
+
     /// `nft` could not be started, or its output not read.
     #[error("could not run nftables command: {command}: {source}")]
     NftSpawn {
@@ -171,6 +179,7 @@ impl Error {
             | Error::RestoreFailed { .. }
             | Error::Routes(_)
             | Error::NftMissing { .. }
+            | Error::MissingCapabilities { .. }
             | Error::NftSpawn { .. }
             | Error::NftTooOld { .. }
             | Error::NftProbe { .. }

@@ -5,6 +5,7 @@
 //! table and chain, per IP family) → [`render`] (iptables-restore text, nft transaction) →
 //! [`exec`] (dry-run printer or real apply) → [`validation`] (optional: prove the capture works).
 
+mod capabilities;
 pub mod chains;
 pub mod cli;
 pub mod config;
@@ -54,8 +55,11 @@ where
     // CNI `istio-validation` container); a failed rule stage never reaches it.
     // One run at a time per network namespace, from reading the state to the last route; a
     // dry run or validation alone changes nothing and does not wait.
+    if !config.dry_run && !config.skip_rule_apply {
+        capabilities::check_this_process()?;
+    }
     let lock = (!config.dry_run && !config.skip_rule_apply)
-        .then(|| netns_lock::acquire(&flags.network_namespace.value, netns_lock::timeout_from_env(env)))
+        .then(|| netns_lock::acquire(&flags.network_namespace.value, config.lock_timeout))
         .transpose()?;
     exec::execute(&config, stdout)?;
     drop(lock);

@@ -19,9 +19,8 @@ use crate::error::{Error, Result};
 /// The abstract socket name (shown by `ss -xa` as `@istio-iptables.lock`).
 pub const LOCK_NAME: &str = "istio-iptables.lock";
 
-/// The environment variable that overrides [`DEFAULT_LOCK_TIMEOUT`]: a Go duration (`45s`) or a
-/// number of seconds.
-pub const LOCK_TIMEOUT_ENV: &str = "ISTIO_IPTABLES_LOCK_TIMEOUT";
+/// How a person lengthens the wait, for messages.
+const LOCK_TIMEOUT_SETTING: &str = "--lock-timeout or ISTIO_IPTABLES_LOCK_TIMEOUT";
 
 /// How long a run waits for another run in the same namespace to finish. A run takes well under
 /// a second normally and each program it runs has its own deadline; 30 s covers a slow run
@@ -35,25 +34,6 @@ const LONGEST_RETRY: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct NetnsLock {
     socket: UnixDatagram,
-}
-
-/// The wait from `env` ([`LOCK_TIMEOUT_ENV`]); unset, empty, zero or unparsable values give
-/// [`DEFAULT_LOCK_TIMEOUT`] (the unparsable with a warning).
-pub fn timeout_from_env(env: &std::collections::BTreeMap<String, String>) -> Duration {
-    let Some(raw) = env.get(LOCK_TIMEOUT_ENV).filter(|v| !v.is_empty()) else {
-        return DEFAULT_LOCK_TIMEOUT;
-    };
-    let parsed = match raw.parse::<u64>() {
-        Ok(seconds) => Some(Duration::from_secs(seconds)),
-        Err(_) => crate::gocompat::parse_go_duration(raw).ok(),
-    };
-    match parsed.filter(|d| !d.is_zero()) {
-        Some(timeout) => timeout,
-        None => {
-            tracing::warn!("ignoring {LOCK_TIMEOUT_ENV}={raw:?}: expected a positive duration such as 45s");
-            DEFAULT_LOCK_TIMEOUT
-        }
-    }
 }
 
 /// Takes the lock of the network namespace the calling thread is in, waiting up to `timeout`
@@ -84,7 +64,7 @@ pub fn acquire(namespace: &str, timeout: Duration) -> Result<NetnsLock> {
                 name: LOCK_NAME,
                 namespace: describe(namespace),
                 waited: crate::gocompat::format_go_duration(timeout),
-                env: LOCK_TIMEOUT_ENV,
+                env: LOCK_TIMEOUT_SETTING,
             });
         }
         if !logged {
@@ -241,15 +221,5 @@ mod tests {
             acquire("b", Duration::from_millis(50)).expect("another namespace has a lock of its own");
         });
         drop(first);
-    }
-
-    #[test]
-    fn the_wait_comes_from_the_environment_or_defaults() {
-        let env = |v: &str| [(LOCK_TIMEOUT_ENV.to_string(), v.to_string())].into_iter().collect();
-        assert_eq!(timeout_from_env(&Default::default()), DEFAULT_LOCK_TIMEOUT);
-        assert_eq!(timeout_from_env(&env("45")), Duration::from_secs(45));
-        assert_eq!(timeout_from_env(&env("2m")), Duration::from_secs(120));
-        assert_eq!(timeout_from_env(&env("0")), DEFAULT_LOCK_TIMEOUT);
-        assert_eq!(timeout_from_env(&env("later")), DEFAULT_LOCK_TIMEOUT);
     }
 }

@@ -118,6 +118,11 @@ pub struct Config {
     pub run_validation: bool,
     pub probe_port: u16,
     pub probe_timeout: Duration,
+    /// Deadline of each program the run starts (`--command-timeout`; zero stands for the default).
+    pub command_timeout: Duration,
+    /// Longest wait for another run in the same network namespace (`--lock-timeout`; zero
+    /// stands for the default).
+    pub lock_timeout: Duration,
     pub reconcile: bool,
     pub cleanup_only: bool,
     pub force_apply: bool,
@@ -213,6 +218,8 @@ impl Config {
             run_validation: flags.run_validation.value,
             probe_port: flags.probe_port.value,
             probe_timeout: flags.probe_timeout.value,
+            command_timeout: flags.command_timeout.value,
+            lock_timeout: flags.lock_timeout.value,
             reconcile: flags.reconcile.value,
             cleanup_only: flags.cleanup_only.value,
             force_apply: flags.force_apply.value,

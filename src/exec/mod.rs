@@ -57,7 +57,7 @@ pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
         return dry_run::run(config, &plan, stdout);
     }
     // In CNI mode the lock is scoped to the pod: its network namespace file.
-    let system = System::new(config.cni_mode, config.network_namespace.clone());
+    let system = System::new(config.cni_mode, config.network_namespace.clone(), config.command_timeout);
     if config.native_nftables && !config.nft_apply_with_binary {
         nftables::apply_over_netlink(&system, &plan, config.cleanup_only)?;
     } else if config.native_nftables {

@@ -1,6 +1,6 @@
 //! Running the netfilter programs: what both backends need from a child process.
 //!
-//! Every program gets a deadline ([`command_timeout`]): a restore that hangs (a stuck xtables
+//! Every program gets a deadline (`--command-timeout`, default [`DEFAULT_COMMAND_TIMEOUT`]): a restore that hangs (a stuck xtables
 //! lock holder, a wedged kernel module load) would otherwise keep the pod in `Init` forever.
 //! Past it the child is killed with SIGKILL, reaped, and the caller gets an error of kind
 //! [`ErrorKind::TimedOut`] carrying a [`CommandTimedOut`].
@@ -12,34 +12,9 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-/// The environment variable that overrides [`DEFAULT_COMMAND_TIMEOUT`]: a Go duration (`90s`,
-/// `2m`) or a number of seconds.
-pub const COMMAND_TIMEOUT_ENV: &str = "ISTIO_IPTABLES_COMMAND_TIMEOUT";
-
 /// How long one program may run. Generous: restoring a ruleset of tens of thousands of rules
 /// takes seconds, not a minute, while a pod stuck in `Init` is noticed well before this.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The deadline for each program: [`COMMAND_TIMEOUT_ENV`] if it holds a positive duration,
-/// otherwise [`DEFAULT_COMMAND_TIMEOUT`] (an unusable value is logged and ignored, as upstream
-/// treats unparsable environment values).
-pub fn command_timeout() -> Duration {
-    match std::env::var(COMMAND_TIMEOUT_ENV) {
-        Ok(raw) if !raw.is_empty() => parse_timeout(&raw).unwrap_or_else(|| {
-            tracing::warn!("ignoring {COMMAND_TIMEOUT_ENV}={raw:?}: expected a positive duration such as 90s or 2m");
-            DEFAULT_COMMAND_TIMEOUT
-        }),
-        _ => DEFAULT_COMMAND_TIMEOUT,
-    }
-}
-
-fn parse_timeout(raw: &str) -> Option<Duration> {
-    let parsed = match raw.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => crate::gocompat::parse_go_duration(raw).ok()?,
-    };
-    (!parsed.is_zero()).then_some(parsed)
-}
 
 /// The payload of the [`ErrorKind::TimedOut`] error a program past its deadline yields.
 #[derive(Debug)]
@@ -53,7 +28,7 @@ impl std::fmt::Display for CommandTimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "did not finish within {} and was killed ({}; set {COMMAND_TIMEOUT_ENV} to allow longer)",
+            "did not finish within {} and was killed ({}; set --command-timeout or ISTIO_IPTABLES_COMMAND_TIMEOUT to allow longer)",
             crate::gocompat::format_go_duration(self.timeout),
             self.status
         )
@@ -62,10 +37,11 @@ impl std::fmt::Display for CommandTimedOut {
 
 impl std::error::Error for CommandTimedOut {}
 
-/// Writes `stdin` (if any) to a spawned child and collects its output, within
-/// [`command_timeout`]. See [`feed_and_wait_with_deadline`].
-pub(crate) fn feed_and_wait(child: Child, stdin: Option<&str>) -> std::io::Result<Output> {
-    feed_and_wait_with_deadline(child, stdin, command_timeout())
+/// Writes `stdin` (if any) to a spawned child and collects its output, within `timeout`
+/// (zero: [`DEFAULT_COMMAND_TIMEOUT`]). See [`feed_and_wait_with_deadline`].
+pub(crate) fn feed_and_wait(child: Child, stdin: Option<&str>, timeout: Duration) -> std::io::Result<Output> {
+    let timeout = if timeout.is_zero() { DEFAULT_COMMAND_TIMEOUT } else { timeout };
+    feed_and_wait_with_deadline(child, stdin, timeout)
 }
 
 /// Writes `stdin` (if any) to a spawned child and collects its output; past `timeout` the child
@@ -245,15 +221,5 @@ mod tests {
         let child = spawn("sh", &["-c", "head -c 10 >/dev/null; exit 4"]);
         let output = feed_and_wait_with_deadline(child, Some(&input), Duration::from_secs(10)).unwrap();
         assert_eq!(output.status.code(), Some(4));
-    }
-
-    #[test]
-    fn the_timeout_takes_seconds_or_a_go_duration_and_refuses_zero() {
-        assert_eq!(parse_timeout("90"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_timeout("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_timeout("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_timeout("0"), None);
-        assert_eq!(parse_timeout("0s"), None);
-        assert_eq!(parse_timeout("soon"), None);
     }
 }

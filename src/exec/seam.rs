@@ -65,8 +65,8 @@ pub(crate) struct System {
 
 impl System {
     /// In CNI mode programs run sandboxed, with the lock scoped to the pod's namespace file.
-    pub(crate) fn new(cni_mode: bool, pod_lock: Option<PathBuf>) -> System {
-        System { runner: Runner::new(cni_mode, pod_lock), cni_mode, nft: OnceCell::new() }
+    pub(crate) fn new(cni_mode: bool, pod_lock: Option<PathBuf>, command_timeout: std::time::Duration) -> System {
+        System { runner: Runner::new(cni_mode, pod_lock, command_timeout), cni_mode, nft: OnceCell::new() }
     }
 
     /// A system whose `nft` is `path` (tests run a scripted nft).
@@ -116,7 +116,7 @@ impl Netfilter for System {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_error)?;
-        let output = super::process::feed_and_wait(child, stdin).map_err(spawn_error)?;
+        let output = super::process::feed_and_wait(child, stdin, self.runner.command_timeout()).map_err(spawn_error)?;
         Ok(ProgramOutput {
             success: output.status.success(),
             status: output.status.to_string(),

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 use crate::plan::Family;
 
@@ -104,11 +105,17 @@ pub(crate) struct Runner {
     /// set up in parallel do not wait on each other.
     pod_lock: Option<PathBuf>,
     cni_mode: bool,
+    /// Each program's deadline (zero: the default).
+    command_timeout: Duration,
 }
 
 impl Runner {
-    pub(crate) fn new(cni_mode: bool, pod_lock: Option<PathBuf>) -> Runner {
-        Runner { pod_lock: pod_lock.filter(|_| cni_mode), cni_mode }
+    pub(crate) fn new(cni_mode: bool, pod_lock: Option<PathBuf>, command_timeout: Duration) -> Runner {
+        Runner { pod_lock: pod_lock.filter(|_| cni_mode), cni_mode, command_timeout }
+    }
+
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.command_timeout
     }
 
     /// `<tool>-save`: the family's current rules.
@@ -170,7 +177,7 @@ impl Runner {
             Err((_, e)) => Err(e),
         };
         let child = spawned.map_err(|e| failed(Some(e), None, String::new()))?;
-        let output = crate::exec::process::feed_and_wait(child, stdin);
+        let output = crate::exec::process::feed_and_wait(child, stdin, self.command_timeout);
         let output = output.map_err(|e| failed(Some(e), None, String::new()))?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if output.status.success() {
