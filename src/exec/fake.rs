@@ -210,6 +210,14 @@ impl Netfilter for FakeNetfilter {
     fn add_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError> {
         self.route(format!("ip {}route add local default dev lo table {table}", ip_flag(family)))
     }
+
+    fn remove_mark_rule(&self, family: Family, mark: u32, table: u32) -> Result<(), RouteError> {
+        self.route(format!("ip {}rule del fwmark {mark} lookup {table}", ip_flag(family)))
+    }
+
+    fn remove_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError> {
+        self.route(format!("ip {}route del local default dev lo table {table}", ip_flag(family)))
+    }
 }
 
 /// The fake kernel's `-save` output after `rules` were applied to an empty namespace: per

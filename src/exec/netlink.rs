@@ -13,7 +13,9 @@ use nix::sys::socket::{
 
 pub(crate) const RTM_NEWADDR: u16 = 20;
 pub(crate) const RTM_NEWROUTE: u16 = 24;
+pub(crate) const RTM_DELROUTE: u16 = 25;
 pub(crate) const RTM_NEWRULE: u16 = 32;
+pub(crate) const RTM_DELRULE: u16 = 33;
 pub(crate) const RTM_GETRULE: u16 = 34;
 /// nfnetlink: subsystem nf_tables (10) in the high byte, NFT_MSG_GETTABLE (1) / NEWTABLE (0).
 pub(crate) const NFT_MSG_GETTABLE: u16 = 10 << 8 | 1;
@@ -134,7 +136,16 @@ impl Socket {
     /// Creates an object (`NLM_F_CREATE | NLM_F_EXCL`) and waits for the kernel's answer;
     /// `EEXIST` comes back as an error for the caller to judge.
     pub(crate) fn create(&mut self, kind: u16, message: &Message) -> Result<(), Errno> {
-        let seq = self.send(kind, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, message)?;
+        self.acknowledged(kind, NLM_F_CREATE | NLM_F_EXCL, message)
+    }
+
+    /// Sends a request that changes nothing if it fails (a delete) and waits for the answer.
+    pub(crate) fn request(&mut self, kind: u16, message: &Message) -> Result<(), Errno> {
+        self.acknowledged(kind, 0, message)
+    }
+
+    fn acknowledged(&mut self, kind: u16, flags: u16, message: &Message) -> Result<(), Errno> {
+        let seq = self.send(kind, NLM_F_ACK | flags, message)?;
         loop {
             for reply in self.receive(seq)? {
                 if reply.kind == NLMSG_ERROR {

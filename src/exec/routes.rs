@@ -54,23 +54,44 @@ pub enum RouteError {
     AddRule(#[source] Errno),
     #[error("failed to add route: {0}")]
     AddRoute(#[source] Errno),
+    #[error("failed to delete netlink rule: {0}")]
+    DeleteRule(#[source] Errno),
+    #[error("failed to delete route: {0}")]
+    DeleteRoute(#[source] Errno),
 }
 
 /// Configures the address and routes the configuration needs, through the seam.
+///
+/// `--cleanup-only` and `--reconcile` also remove the TPROXY policy routing this configuration
+/// does not need (upstream never removes it): the `fwmark MARK lookup TABLE` rule and the
+/// table's `local default dev lo` route, for the mark and table of this configuration (`-t`,
+/// `-r` or their defaults), which is what proves them Istio's. Other rules and routes, the
+/// pod's own policy routing, stay.
 pub(crate) fn configure(config: &Config, netfilter: &dyn Netfilter) -> Result<()> {
     let tproxy = config.is_tproxy() && config.inbound_ports != InboundPorts::None;
-    if config.enable_ipv6 {
-        netfilter.add_loopback_passthrough_address().map_err(Error::Routes)?;
-        tracing::info!("Added ::6 address on the loopback iface");
-    }
-    if tproxy {
-        let mut families = vec![Family::V4];
+    let mut wanted = Vec::new();
+    if !config.cleanup_only {
         if config.enable_ipv6 {
-            families.push(Family::V6);
+            netfilter.add_loopback_passthrough_address().map_err(Error::Routes)?;
+            tracing::info!("Added ::6 address on the loopback iface");
         }
-        for family in families {
-            netfilter.ensure_mark_rule(family, config.tproxy_mark, config.tproxy_route_table).map_err(Error::Routes)?;
-            netfilter.add_local_default_route(family, config.tproxy_route_table).map_err(Error::Routes)?;
+        if tproxy {
+            wanted.push(Family::V4);
+            if config.enable_ipv6 {
+                wanted.push(Family::V6);
+            }
+        }
+        for family in &wanted {
+            let (mark, table) = (config.tproxy_mark, config.tproxy_route_table);
+            netfilter.ensure_mark_rule(*family, mark, table).map_err(Error::Routes)?;
+            netfilter.add_local_default_route(*family, table).map_err(Error::Routes)?;
+        }
+    }
+    if config.cleanup_only || config.reconcile {
+        for family in [Family::V4, Family::V6].into_iter().filter(|family| !wanted.contains(family)) {
+            let (mark, table) = (config.tproxy_mark, config.tproxy_route_table);
+            netfilter.remove_mark_rule(family, mark, table).map_err(Error::Routes)?;
+            netfilter.remove_local_default_route(family, table).map_err(Error::Routes)?;
         }
     }
     Ok(())
@@ -162,19 +183,108 @@ fn is_mark_rule(rule: &netlink::Reply, mark: u32, table: u32) -> bool {
 /// `ip [-6] route add local default dev lo table TABLE`; already present is fine.
 pub(crate) fn netlink_add_local_default_route(family: Family, table: u32) -> Result<(), RouteError> {
     let (mut socket, lo) = open_with_loopback()?;
+    match socket.create(netlink::RTM_NEWROUTE, &local_default_route(family, table, lo)) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(RouteError::AddRoute(e)),
+    }
+}
+
+fn local_default_route(family: Family, table: u32, lo: u32) -> Message {
     let family = address_family(family);
     let table_byte = u8::try_from(table).unwrap_or(RT_TABLE_UNSPEC);
     let header = [family, 0, 0, 0, table_byte, RTPROT_BOOT, RT_SCOPE_HOST, RTN_LOCAL, 0, 0, 0, 0];
-    let message = Message::new(&header).attr_u32(RTA_TABLE, table).attr_u32(RTA_OIF, lo);
-    match socket.create(netlink::RTM_NEWROUTE, &message) {
-        Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(e) => Err(RouteError::AddRoute(e)),
+    Message::new(&header).attr_u32(RTA_TABLE, table).attr_u32(RTA_OIF, lo)
+}
+
+/// Errors that mean "there is nothing of that family to remove": IPv6 off in the kernel.
+fn family_absent(e: Errno) -> bool {
+    matches!(e, Errno::EAFNOSUPPORT | Errno::EPROTONOSUPPORT)
+}
+
+/// `ip [-6] rule del` of every rule that is exactly `fwmark MARK lookup TABLE`; none is fine.
+pub(crate) fn netlink_remove_mark_rule(family: Family, mark: u32, table: u32) -> Result<(), RouteError> {
+    let mut socket = Socket::open().map_err(RouteError::Socket)?;
+    let request = Message::new(&rule_header(address_family(family), 0));
+    let rules = match socket.dump(netlink::RTM_GETRULE, &request) {
+        Ok(rules) => rules,
+        Err(e) if family_absent(e) => return Ok(()),
+        Err(e) => return Err(RouteError::ListRules(e)),
+    };
+    for rule in rules.iter().filter(|r| r.kind == netlink::RTM_NEWRULE && is_mark_rule(r, mark, table)) {
+        // The dumped rule, priority included, names exactly that rule (as `ip rule flush` does).
+        match socket.request(netlink::RTM_DELRULE, &Message::new(&rule.body)) {
+            Ok(()) | Err(Errno::ENOENT) => tracing::info!("Removed the TPROXY rule fwmark {mark} lookup {table}"),
+            Err(e) => return Err(RouteError::DeleteRule(e)),
+        }
+    }
+    Ok(())
+}
+
+/// `ip [-6] route del local default dev lo table TABLE`; absent is fine.
+pub(crate) fn netlink_remove_local_default_route(family: Family, table: u32) -> Result<(), RouteError> {
+    let (mut socket, lo) = open_with_loopback()?;
+    match socket.request(netlink::RTM_DELROUTE, &local_default_route(family, table, lo)) {
+        Ok(()) => {
+            tracing::info!("Removed the TPROXY route local default dev lo table {table}");
+            Ok(())
+        }
+        Err(Errno::ESRCH | Errno::ENOENT) => Ok(()),
+        Err(e) if family_absent(e) => Ok(()),
+        Err(e) => Err(RouteError::DeleteRoute(e)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{self, Parsed};
+    use crate::exec::fake::{Call, FakeNetfilter};
+    use crate::host::HostFacts;
+
+    fn routes_of(argv: &[&str], ipv6: bool) -> Vec<String> {
+        let env = [("ENABLE_INBOUND_IPV6".to_string(), ipv6.to_string())].into();
+        let argv = ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-b", "*"].iter().chain(argv);
+        let Ok(Parsed::Run(flags)) = cli::parse(argv.copied(), &env) else { panic!("flags parse") };
+        let config = Config::build(&flags, &env, &HostFacts::default()).expect("config loads");
+        let fake = FakeNetfilter::default();
+        configure(&config, &fake).unwrap();
+        fake.calls()
+            .into_iter()
+            .filter_map(|call| match call {
+                Call::Route(text) => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tproxy_routing_is_added_and_only_cleanup_or_reconcile_removes_it() {
+        let add_v4 = ["ip rule add fwmark 1337 lookup 133", "ip route add local default dev lo table 133"];
+        assert_eq!(routes_of(&["-m", "TPROXY"], false), add_v4);
+        assert_eq!(routes_of(&["-m", "REDIRECT"], false), Vec::<String>::new(), "a plain run removes nothing");
+        let del = |flag: &str| format!("ip {flag}rule del fwmark 1337 lookup 133");
+        let del_route = |flag: &str| format!("ip {flag}route del local default dev lo table 133");
+        // A reconcile to REDIRECT removes both families' TPROXY routing (IPv6 may have been on).
+        assert_eq!(
+            routes_of(&["-m", "REDIRECT", "--reconcile"], false),
+            [del(""), del_route(""), del("-6 "), del_route("-6 ")]
+        );
+        // A reconcile that keeps TPROXY keeps IPv4's, and removes IPv6's while IPv6 is off.
+        let mut kept = add_v4.map(String::from).to_vec();
+        kept.extend([del("-6 "), del_route("-6 ")]);
+        assert_eq!(routes_of(&["-m", "TPROXY", "--reconcile"], false), kept);
+        // A cleanup of a TPROXY pod with its own mark and table adds nothing and removes those.
+        let cleanup = routes_of(&["-m", "TPROXY", "-t", "7", "-r", "70", "--cleanup-only"], true);
+        assert_eq!(
+            cleanup,
+            [
+                "ip rule del fwmark 7 lookup 70",
+                "ip route del local default dev lo table 70",
+                "ip -6 rule del fwmark 7 lookup 70",
+                "ip -6 route del local default dev lo table 70"
+            ]
+        );
+    }
 
     /// A dumped rule has the same layout as a request body.
     fn rule(header: [u8; RULE_HEADER_LEN], attrs: &[(u16, u32)]) -> netlink::Reply {

@@ -52,6 +52,10 @@ pub(crate) trait Netfilter {
     fn ensure_mark_rule(&self, family: Family, mark: u32, table: u32) -> Result<(), RouteError>;
     /// `ip route add local default dev lo table TABLE`; present already is fine.
     fn add_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError>;
+    /// `ip rule del fwmark MARK lookup TABLE`, every such rule; none is fine.
+    fn remove_mark_rule(&self, family: Family, mark: u32, table: u32) -> Result<(), RouteError>;
+    /// `ip route del local default dev lo table TABLE`; absent is fine.
+    fn remove_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError>;
 }
 
 /// The real machine: programs from `PATH`, netlink in the current network namespace.
@@ -143,6 +147,14 @@ impl Netfilter for System {
 
     fn add_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError> {
         routes::netlink_add_local_default_route(family, table)
+    }
+
+    fn remove_mark_rule(&self, family: Family, mark: u32, table: u32) -> Result<(), RouteError> {
+        routes::netlink_remove_mark_rule(family, mark, table)
+    }
+
+    fn remove_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError> {
+        routes::netlink_remove_local_default_route(family, table)
     }
 }
 
