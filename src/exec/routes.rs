@@ -62,11 +62,13 @@ pub enum RouteError {
 
 /// Configures the address and routes the configuration needs, through the seam.
 ///
-/// `--cleanup-only` and `--reconcile` also remove the TPROXY policy routing this configuration
-/// does not need (upstream never removes it): the `fwmark MARK lookup TABLE` rule and the
-/// table's `local default dev lo` route, for the mark and table of this configuration (`-t`,
-/// `-r` or their defaults), which is what proves them Istio's. Other rules and routes, the
-/// pod's own policy routing, stay.
+/// Every run also removes the TPROXY policy routing this configuration does not need (upstream
+/// never removes it): the `fwmark MARK lookup TABLE` rule and the table's `local default dev
+/// lo` route, for the mark and table of this configuration (`-t`, `-r` or their defaults),
+/// which is what proves them Istio's. So `--cleanup-only` and a reconcile from TPROXY leave
+/// the routing of a fresh pod, and so does a plain rerun after a reconcile that was killed
+/// between its last restore and its routes. Other rules and routes, the pod's own policy
+/// routing, stay.
 pub(crate) fn configure(config: &Config, netfilter: &dyn Netfilter) -> Result<()> {
     let tproxy = config.is_tproxy() && config.inbound_ports != InboundPorts::None;
     let mut wanted = Vec::new();
@@ -87,12 +89,10 @@ pub(crate) fn configure(config: &Config, netfilter: &dyn Netfilter) -> Result<()
             netfilter.add_local_default_route(*family, table).map_err(Error::Routes)?;
         }
     }
-    if config.cleanup_only || config.reconcile {
-        for family in [Family::V4, Family::V6].into_iter().filter(|family| !wanted.contains(family)) {
-            let (mark, table) = (config.tproxy_mark, config.tproxy_route_table);
-            netfilter.remove_mark_rule(family, mark, table).map_err(Error::Routes)?;
-            netfilter.remove_local_default_route(family, table).map_err(Error::Routes)?;
-        }
+    for family in [Family::V4, Family::V6].into_iter().filter(|family| !wanted.contains(family)) {
+        let (mark, table) = (config.tproxy_mark, config.tproxy_route_table);
+        netfilter.remove_mark_rule(family, mark, table).map_err(Error::Routes)?;
+        netfilter.remove_local_default_route(family, table).map_err(Error::Routes)?;
     }
     Ok(())
 }
@@ -258,21 +258,25 @@ mod tests {
     }
 
     #[test]
-    fn tproxy_routing_is_added_and_only_cleanup_or_reconcile_removes_it() {
+    fn tproxy_routing_is_added_or_removed_as_the_configuration_says() {
         let add_v4 = ["ip rule add fwmark 1337 lookup 133", "ip route add local default dev lo table 133"];
-        assert_eq!(routes_of(&["-m", "TPROXY"], false), add_v4);
-        assert_eq!(routes_of(&["-m", "REDIRECT"], false), Vec::<String>::new(), "a plain run removes nothing");
         let del = |flag: &str| format!("ip {flag}rule del fwmark 1337 lookup 133");
         let del_route = |flag: &str| format!("ip {flag}route del local default dev lo table 133");
-        // A reconcile to REDIRECT removes both families' TPROXY routing (IPv6 may have been on).
-        assert_eq!(
-            routes_of(&["-m", "REDIRECT", "--reconcile"], false),
-            [del(""), del_route(""), del("-6 "), del_route("-6 ")]
-        );
-        // A reconcile that keeps TPROXY keeps IPv4's, and removes IPv6's while IPv6 is off.
+        // A run to REDIRECT, reconcile or not, removes both families' TPROXY routing (IPv6 may
+        // have been on).
+        for argv in [&["-m", "REDIRECT", "--reconcile"][..], &["-m", "REDIRECT"]] {
+            assert_eq!(routes_of(argv, false), [del(""), del_route(""), del("-6 "), del_route("-6 ")], "{argv:?}");
+        }
+        // TPROXY keeps IPv4's, and removes IPv6's while IPv6 is off.
         let mut kept = add_v4.map(String::from).to_vec();
         kept.extend([del("-6 "), del_route("-6 ")]);
         assert_eq!(routes_of(&["-m", "TPROXY", "--reconcile"], false), kept);
+        assert_eq!(routes_of(&["-m", "TPROXY"], false), kept);
+        let both = [
+            add_v4.to_vec(),
+            vec!["ip -6 rule add fwmark 1337 lookup 133", "ip -6 route add local default dev lo table 133"],
+        ];
+        assert_eq!(routes_of(&["-m", "TPROXY"], true)[1..], both.concat(), "after ip -6 addr add ::6");
         // A cleanup of a TPROXY pod with its own mark and table adds nothing and removes those.
         let cleanup = routes_of(&["-m", "TPROXY", "-t", "7", "-r", "70", "--cleanup-only"], true);
         assert_eq!(

@@ -108,6 +108,7 @@ macro_rules! kernel_tests {
 }
 
 mod commands;
+mod crash;
 mod detect;
 mod harness_smoke;
 mod iptables;
@@ -119,6 +120,7 @@ mod validation;
 fn main() {
     let modules = [
         commands::tests(),
+        crash::tests(),
         detect::tests(),
         harness_smoke::tests(),
         iptables::tests(),
