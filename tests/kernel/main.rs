@@ -110,6 +110,7 @@ macro_rules! kernel_tests {
 mod commands;
 mod crash;
 mod detect;
+mod guardrails;
 mod harness_smoke;
 mod iptables;
 mod nftables;
@@ -122,6 +123,7 @@ fn main() {
         commands::tests(),
         crash::tests(),
         detect::tests(),
+        guardrails::tests(),
         harness_smoke::tests(),
         iptables::tests(),
         nftables::tests(),

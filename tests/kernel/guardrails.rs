@@ -1,0 +1,63 @@
+//! Guardrails and honest errors against the real kernel: a pod's own default-deny, which looks
+//! exactly like upstream's guardrails, survives a TPROXY → REDIRECT reconcile and a cleanup;
+//! the guardrails a reconcile arms carry the tool's mark; a missing `CAP_NET_ADMIN` is named
+//! once, with the fix.
+
+use libtest_mimic::Trial;
+
+use crate::apply_support::{iptables, istio, istio_ok, pod, rules, sidecar_with, Choice};
+use crate::support::{self, Ran};
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![
+        pods_default_deny_survives_reconcile_and_cleanup: [legacy, nft],
+        missing_net_admin_is_named_once_with_the_fix,
+    ]
+}
+
+fn with_flag(args: &[String], flag: &str) -> Vec<String> {
+    let mut args = args.to_vec();
+    args.push(flag.to_string());
+    args
+}
+
+fn pods_default_deny_survives_reconcile_and_cleanup(choice: Choice) -> Ran {
+    choice.available()?;
+    let ns = pod("deny");
+    let backend = choice.backend();
+    let tproxy = sidecar_with(&[("-m", "TPROXY")]);
+    istio_ok(&ns, choice, &tproxy);
+    // Added after the sidecar, as a pod's own policy would be.
+    iptables(&ns, backend, false, &["-A", "INPUT", "-p", "tcp", "-j", "DROP"]);
+    iptables(&ns, backend, false, &["-A", "OUTPUT", "-p", "udp", "-j", "DROP"]);
+    let deny = ["filter: -A INPUT -p tcp -j DROP".to_string(), "filter: -A OUTPUT -p udp -j DROP".to_string()];
+    let filter = |ns| rules(ns, backend, false).into_iter().filter(|r| r.starts_with("filter: ")).collect::<Vec<_>>();
+    let log = istio_ok(&ns, choice, &with_flag(&sidecar_with(&[]), "--reconcile"));
+    assert!(log.contains("-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP"), "{log}");
+    assert_eq!(filter(&ns), deny, "after the reconcile");
+    istio_ok(&ns, choice, &with_flag(&sidecar_with(&[]), "--cleanup-only"));
+    assert_eq!(filter(&ns), deny, "after the cleanup");
+    assert!(rules(&ns, backend, false).iter().all(|r| !r.contains("ISTIO")), "cleanup left Istio rules");
+    Ok(())
+}
+
+fn missing_net_admin_is_named_once_with_the_fix() -> Ran {
+    support::require_programs(&["setpriv"])?;
+    Choice::Detected.available()?;
+    let ns = pod("nocap");
+    let mut command = ns.command("setpriv");
+    command.args(["--inh-caps=-all", "--bounding-set=-net_admin", "--"]).arg(support::binary_under_test());
+    command.args(sidecar_with(&[]));
+    let out = command.output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(log.lines().filter(|line| line.contains("CAP_NET_ADMIN")).count(), 1, "reported once:\n{log}");
+    assert!(log.contains("missing CAP_NET_ADMIN") && log.contains("capabilities: add: [NET_ADMIN, NET_RAW]"), "{log}");
+    assert!(!log.contains("no working kernel support"), "{log}");
+    // Nothing was attempted.
+    assert!(rules(&ns, support::Backend::Nft, false).is_empty());
+    // The same run with the capability works: the check is not a false alarm.
+    let out = istio(&ns, Choice::Detected, &sidecar_with(&[]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
