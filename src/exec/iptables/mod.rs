@@ -227,17 +227,27 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
 }
 
 /// Whether every planned family's state is a committed prefix of this configuration (see
-/// `resume`); if so each family's planned input becomes the tables it still misses.
+/// `resume`) and some table of it is there; if so each family's planned input becomes the
+/// tables it still misses. (Foreign rules alone are upstream's residue: the whole plan is
+/// applied either way.)
 fn resume(runner: &dyn Netfilter, runs: &mut [FamilyRun]) -> bool {
     let mut missing = Vec::new();
+    let mut any_present = false;
     for run in runs.iter().filter(|run| !run.leftovers_only) {
         let Some(found) = resume::resumption(&run.before, &State::of(&run.planned), &run.rules) else {
             return false;
         };
-        if !found.present_checks.is_empty() && !checks_pass(runner, &run.tool, &found.present_checks) {
-            return false;
+        // Tables that are there have rules, so they have checks.
+        if !found.present_checks.is_empty() {
+            if !checks_pass(runner, &run.tool, &found.present_checks) {
+                return false;
+            }
+            any_present = true;
         }
         missing.push(found.missing);
+    }
+    if !any_present {
+        return false;
     }
     for (run, missing) in runs.iter_mut().filter(|run| !run.leftovers_only).zip(missing) {
         run.planned = missing;
