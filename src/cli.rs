@@ -617,6 +617,23 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_come_from_the_flag_or_the_environment() {
+        let f = flags(&[], &[]);
+        assert_eq!((f.command_timeout.value, f.lock_timeout.value), (Duration::from_secs(60), Duration::from_secs(30)));
+        let env = [("ISTIO_IPTABLES_COMMAND_TIMEOUT", "90s"), ("ISTIO_IPTABLES_LOCK_TIMEOUT", "2m")];
+        let f = flags(&[], &env);
+        assert_eq!(
+            (f.command_timeout.value, f.lock_timeout.value),
+            (Duration::from_secs(90), Duration::from_secs(120))
+        );
+        let f = flags(&["--command-timeout=5s", "--lock-timeout", "1s"], &env);
+        assert_eq!((f.command_timeout.value, f.lock_timeout.value), (Duration::from_secs(5), Duration::from_secs(1)));
+        assert!(usage_error(&["--lock-timeout=soon"]).contains("--lock-timeout"));
+        let help = command().render_help().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains("[default: 60s] [env: ISTIO_IPTABLES_COMMAND_TIMEOUT]"), "{help}");
+    }
+
+    #[test]
     fn typed_env_values_follow_upstream_fallbacks() {
         assert_eq!(flags(&[], &[("IPTABLES_PROBE_PORT", "nope")]).probe_port.value, 0);
         assert_eq!(flags(&[], &[("IPTABLES_PROBE_PORT", "70000")]).probe_port.value, 65535);

@@ -1,7 +1,7 @@
 //! Guardrails and honest errors against the real kernel: a pod's own default-deny, which looks
 //! exactly like upstream's guardrails, survives a TPROXY → REDIRECT reconcile and a cleanup;
 //! the guardrails a reconcile arms carry the tool's mark; a missing `CAP_NET_ADMIN` is named
-//! once, with the fix.
+//! once, with the fix; a hanging restore is killed at `--command-timeout`.
 
 use libtest_mimic::Trial;
 
@@ -12,6 +12,7 @@ pub fn tests() -> Vec<Trial> {
     kernel_tests![
         pods_default_deny_survives_reconcile_and_cleanup: [legacy, nft],
         missing_net_admin_is_named_once_with_the_fix,
+        hanging_restore_is_killed_at_the_command_timeout_flag,
     ]
 }
 
@@ -59,5 +60,27 @@ fn missing_net_admin_is_named_once_with_the_fix() -> Ran {
     // The same run with the capability works: the check is not a false alarm.
     let out = istio(&ns, Choice::Detected, &sidecar_with(&[]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+fn hanging_restore_is_killed_at_the_command_timeout_flag() -> Ran {
+    Choice::Forced(support::Backend::Nft).available()?;
+    let ns = pod("hang");
+    let dir = tempfile::tempdir().unwrap();
+    let restore = dir.path().join("iptables-nft-restore");
+    std::fs::write(&restore, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = ns.command(support::binary_under_test());
+    command.args(sidecar_with(&[("--command-timeout", "1s")])).args(["--force-iptables-binary", "nft"]);
+    // The flag wins over the environment.
+    command.env("ISTIO_IPTABLES_COMMAND_TIMEOUT", "25s");
+    command.env("PATH", format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default()));
+    let started = std::time::Instant::now();
+    let out = command.output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(log.contains("did not finish within 1s") && log.contains("--command-timeout"), "{log}");
     Ok(())
 }
