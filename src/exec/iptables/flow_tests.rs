@@ -432,6 +432,26 @@ fn a_run_killed_between_families_is_completed_by_a_plain_rerun() {
 }
 
 #[test]
+fn a_refused_guardrail_commit_is_retried_bare_and_other_failures_are_not() {
+    let plan = plan(&[], false);
+    let state = installed(&other_config(), Family::V4);
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[&state]);
+    fake.fail_restore(Family::V4, 0, "iptables-restore: line 8 failed");
+    apply(RECONCILE, &plan, &fake).unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert!(inputs.len() == 2 && !inputs[1].contains("comment"), "{inputs:?}");
+    // A failure past the guardrail block is an ordinary failure: no retry.
+    let fake = FakeNetfilter::default();
+    fake.script_saves(Family::V4, &[&state]);
+    fake.fail_restore(Family::V4, 0, "iptables-restore: line 30 failed");
+    apply(RECONCILE, &plan, &fake).unwrap_err();
+    let inputs = restores(&fake, Family::V4);
+    assert!(inputs.iter().all(|input| !input.contains("-I INPUT 1 -p tcp -j DROP")), "no bare retry: {inputs:?}");
+    assert!(inputs[0].contains(MARK));
+}
+
+#[test]
 fn without_the_comment_match_guardrails_are_bare() {
     let plan = plan(&[], false);
     let fake = FakeNetfilter::default();

@@ -315,10 +315,19 @@ fn change(runner: &dyn Netfilter, run: &mut FamilyRun, decision: Decision) -> Re
     }
 }
 
-/// iptables' error when the `comment` match cannot be loaded ("Couldn't load match
-/// `comment'"); nothing else in our inputs mentions a comment.
+/// Whether a guarded restore failed in its first block, the marked guardrails: iptables could
+/// not load the `comment` match ("Couldn't load match `comment'"; nothing else in our inputs
+/// mentions a comment), or the kernel refused that block's commit ("line 8 failed", "Error
+/// occurred at line: 2"). The block commits atomically, so nothing was changed.
 fn lacks_comment_match(error: &CommandError) -> bool {
-    error.spawn.is_none() && error.stderr.contains("comment")
+    const GUARD_BLOCK_LINES: u32 = 8;
+    let stderr = &error.stderr;
+    let failed_line = stderr.match_indices("line").find_map(|(at, _)| {
+        let rest = stderr[at + 4..].trim_start_matches([':', ' ']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
+    error.spawn.is_none() && (stderr.contains("comment") || failed_line.is_some_and(|line| line <= GUARD_BLOCK_LINES))
 }
 
 /// After a failed restore in the last of `runs`: no family may stay half-captured while
