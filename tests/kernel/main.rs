@@ -113,6 +113,7 @@ mod harness_smoke;
 mod iptables;
 mod nftables;
 mod rerun;
+mod rerun_verdict;
 mod routes;
 mod validation;
 
@@ -124,6 +125,7 @@ fn main() {
         iptables::tests(),
         nftables::tests(),
         rerun::tests(),
+        rerun_verdict::tests(),
         routes::tests(),
         validation::tests(),
     ];
