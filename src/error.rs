@@ -15,6 +15,9 @@ pub mod exit_code {
     pub const FAILURE: u8 = 1;
     /// `--run-validation` could not see its probe redirected.
     pub const VALIDATION: u8 = 126;
+    /// `istio-iptables check` (an extension): the namespace's Istio rules differ from the
+    /// configuration's; the differences are on stdout.
+    pub const DRIFT: u8 = 3;
     /// Flag or usage error (upstream exits with -1).
     pub const USAGE: u8 = 255;
 }
@@ -155,6 +158,13 @@ pub enum Error {
          programming this pod); gave up after {waited} (set {env} to wait longer)"
     )]
     LockTimeout { holder: String, name: &'static str, namespace: String, waited: String, env: &'static str },
+
+    /// `check` found the namespace's Istio rules different from what the configuration
+    /// installs. Not a failure to run: an outcome, with its own exit code.
+    #[error(
+        "the namespace's Istio rules differ from this configuration ({differences} differences, listed on stdout)"
+    )]
+    Drift { differences: usize },
 }
 
 impl Error {
@@ -181,6 +191,7 @@ impl Error {
             | Error::LockAddress { .. }
             | Error::LockBind { .. }
             | Error::LockTimeout { .. } => exit_code::FAILURE,
+            Error::Drift { .. } => exit_code::DRIFT,
         }
     }
 

@@ -179,6 +179,11 @@ impl Netfilter for FakeNetfilter {
         Ok(())
     }
 
+    /// The fake holds no nftables tables; `check` over it is tested through iptables.
+    fn nftables_differences(&self, _plan: &Plan) -> Result<Vec<super::check::Drift>, NftnlError> {
+        Ok(Vec::new())
+    }
+
     fn nft(&self, args: &[&str], stdin: Option<&str>) -> Result<ProgramOutput> {
         self.record(Call::Nft { args: args.join(" "), stdin: stdin.map(str::to_string) });
         let ok = |stdout: &str| ProgramOutput {

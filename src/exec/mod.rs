@@ -17,6 +17,7 @@
 //! a `commit` beside it); nothing above the seam changes. Routes are skipped in dry-run, as
 //! upstream does.
 
+pub(crate) mod check;
 mod dry_run;
 mod fake;
 pub(crate) mod iptables;
@@ -36,6 +37,7 @@ use crate::plan::Plan;
 use crate::render::nft;
 use seam::System;
 
+pub use check::run as check;
 pub use iptables::CommandError;
 pub use report::log_configuration;
 pub use routes::RouteError;

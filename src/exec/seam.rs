@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::nftnl::{NftnlError, Outcome as NftOutcome};
 use crate::plan::{Family, Plan};
 
+use super::check::Drift;
 use super::iptables::{CommandError, Runner, Tool, Variant};
 use super::routes::{self, RouteError};
 
@@ -45,6 +46,8 @@ pub(crate) trait Netfilter {
     fn nftables_commit(&self, plan: &Plan) -> Result<NftOutcome, NftnlError>;
     /// Deletes the `inet istio-proxy-*` tables over netlink (`--cleanup-only`).
     fn nftables_delete(&self) -> Result<(), NftnlError>;
+    /// How the `inet istio-proxy-*` tables differ from those of `plan` (`check`; read-only).
+    fn nftables_differences(&self, plan: &Plan) -> Result<Vec<Drift>, NftnlError>;
 
     /// `::6/128` on `lo` (IPv6's inbound passthrough source); present already is fine.
     fn add_loopback_passthrough_address(&self) -> Result<(), RouteError>;
@@ -131,6 +134,11 @@ impl Netfilter for System {
 
     fn nftables_delete(&self) -> Result<(), NftnlError> {
         crate::nftnl::cleanup()
+    }
+
+    fn nftables_differences(&self, plan: &Plan) -> Result<Vec<Drift>, NftnlError> {
+        let found = crate::nftnl::differences(plan, &crate::nftnl::Options::default())?;
+        Ok(found.into_iter().map(|(table, chain, difference)| Drift::nftables(table, chain, difference)).collect())
     }
 
     fn add_loopback_passthrough_address(&self) -> Result<(), RouteError> {

@@ -20,7 +20,7 @@ use super::{apply, Settings};
 const SIDECAR: [&str; 16] =
     ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15090"];
 
-fn plan(extra: &[&str], ipv6: bool) -> Plan {
+pub(super) fn plan(extra: &[&str], ipv6: bool) -> Plan {
     let env: BTreeMap<String, String> = [("ENABLE_INBOUND_IPV6".to_string(), ipv6.to_string())].into();
     let argv = ["istio-iptables", "--dry-run"].iter().chain(&SIDECAR).chain(extra).copied();
     let Ok(Parsed::Run(flags)) = cli::parse(argv, &env) else { panic!("flags parse") };
@@ -99,10 +99,12 @@ fn clean_state_cleanup_only_has_nothing_to_remove() {
 
 /// What `-save` prints after `plan` was applied: the fake's installed state with each rule
 /// line in the form iptables prints it (`render::save`), where the fake keeps the restore's.
-fn installed_as_saved(plan: &Plan, family: Family) -> String {
+pub(super) fn installed_as_saved(plan: &Plan, family: Family) -> String {
     let restored = token_rules(plan, family).into_iter().map(|rule| format!("-A {} {}", rule.chain, rule.spec()));
-    let printed = saved_rules(plan, family).into_iter().map(|rule| rule.line.expect("a known -save form"));
-    let forms: BTreeMap<String, String> = restored.zip(printed).collect();
+    let printed = saved_rules(plan, family).into_iter().map(|rule| rule.line);
+    // A rule without a known form (an owner name) keeps the restore's spelling.
+    let forms: BTreeMap<String, String> =
+        restored.zip(printed).filter_map(|(restored, printed)| Some((restored, printed?))).collect();
     installed(plan, family)
         .lines()
         .map(|line| forms.get(line).map_or(line, String::as_str).to_string() + "\n")

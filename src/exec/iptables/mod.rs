@@ -9,6 +9,7 @@
 //! comparison cannot vouch for every rule does one restore hold every `-C` check. Its final
 //! state is the state it read.
 
+pub(crate) mod check;
 mod commands;
 mod compose;
 mod detect;
