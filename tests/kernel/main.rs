@@ -107,6 +107,7 @@ macro_rules! kernel_tests {
     };
 }
 
+mod check;
 mod commands;
 mod detect;
 mod harness_smoke;
@@ -119,6 +120,7 @@ mod validation;
 
 fn main() {
     let modules = [
+        check::tests(),
         commands::tests(),
         detect::tests(),
         harness_smoke::tests(),
