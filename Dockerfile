@@ -30,6 +30,9 @@ ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-20250520-slim
 
 # ---- build ------------------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS build
+# `--build-arg CARGO_NET_OFFLINE=true` with the crates already in $CARGO_HOME/registry (a build
+# volume) builds without reaching crates.io; scripts/build-image.sh does that.
+ARG CARGO_NET_OFFLINE=false
 WORKDIR /src
 # Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock
 # change. Stub sources stand in for the crate's targets; build-static.sh --deps-only uses the

@@ -3,6 +3,7 @@
 #
 #   scripts/build-image.sh               # both images
 #   scripts/build-image.sh scratch       # or only one: scratch | full
+#   scripts/build-image.sh dockerfile    # the Dockerfile, built against local base images
 #
 #   localhost/istio-iptables:scratch  FROM scratch: the static binary, /etc/passwd and /etc/group.
 #                                     For --dry-run, --run-validation (istio-validation) and
@@ -21,7 +22,16 @@
 # The versions are the ones this machine's apt sources offer (Debian bookworm: iptables 1.8.9,
 # nftables 1.0.6); they are printed, and stored in the image's labels.
 #
-# Needs root (buildah), apt-get and dpkg. Work files go to target/image-build/.
+# `dockerfile` builds the registry users' Dockerfile with `buildah bud`, its RUST_IMAGE and
+# RUNTIME_IMAGE arguments pointing at base images made here: a Debian bookworm minbase root from
+# debootstrap (Debian packages), and the same plus gcc/libc6-dev and this machine's Rust
+# toolchain (`rustc --print sysroot`, without its docs) — Debian's rustc is older than the
+# crate's rust-version. The runtime stage's apt-get reaches Debian's package servers, as a Docker
+# build would; the crates come from this machine's cargo cache (offline). The result is
+# localhost/istio-iptables:dockerfile.
+#
+# Needs root (buildah), apt-get and dpkg (and debootstrap for `dockerfile`). Work files go to
+# target/image-build/.
 # IMAGE_REPOSITORY (default localhost/istio-iptables) changes the image names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +39,8 @@ cd "$(dirname "$0")/.."
 repository=${IMAGE_REPOSITORY:-localhost/istio-iptables}
 which_images=${1:-all}
 case "$which_images" in
-  all | scratch | full) ;;
-  *) echo "usage: $0 [all|scratch|full]" >&2; exit 2 ;;
+  all | scratch | full | dockerfile) ;;
+  *) echo "usage: $0 [all|scratch|full|dockerfile]" >&2; exit 2 ;;
 esac
 
 work=target/image-build
@@ -196,7 +206,55 @@ build_full() {
     --label "io.github.istio-iptables-rs.nftables=$nft_version"
 }
 
+build_dockerfile() {
+  local debian_base=localhost/istio-iptables-base/debian:bookworm
+  local rust_base=localhost/istio-iptables-base/rust:bookworm
+  local mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+  if ! podman image exists "$debian_base"; then
+    echo "== $debian_base (debootstrap --variant=minbase bookworm)"
+    local rootfs=$work/debian-rootfs
+    rm -rf "$rootfs"
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" > "$work/debootstrap.log" 2>&1 ||
+      { tail -n 20 "$work/debootstrap.log" >&2; exit 1; }
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | podman import --quiet - "$debian_base" >/dev/null
+    rm -rf "$rootfs"
+  fi
+  if ! podman image exists "$rust_base"; then
+    echo "== $rust_base (gcc, libc6-dev, the host's Rust toolchain)"
+    local ctr mnt sysroot
+    sysroot=$(rustc --print sysroot)
+    ctr=$(buildah from "$debian_base")
+    buildah run --network host "$ctr" -- sh -c \
+      'apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev ca-certificates >/dev/null &&
+       rm -rf /var/lib/apt/lists/*'
+    mnt=$(buildah mount "$ctr")
+    mkdir -p "$mnt/usr/local/rust"
+    tar -C "$sysroot" -c bin lib libexec | tar -C "$mnt/usr/local/rust" -x
+    buildah umount "$ctr" >/dev/null
+    buildah config --env PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      --env CARGO_HOME=/usr/local/cargo "$ctr"
+    buildah commit --quiet --rm "$ctr" "$rust_base" >/dev/null
+  fi
+  echo "== $repository:dockerfile (buildah bud of the Dockerfile)"
+  # Crates come from this machine's cargo cache, mounted where the base's CARGO_HOME expects
+  # them, with cargo offline: the build stage needs no crates.io access.
+  local registry=${CARGO_HOME:-$HOME/.cargo}/registry
+  [ -d "$registry" ] || { echo "build-image: no cargo registry cache at $registry (run a cargo build first)" >&2; exit 1; }
+  buildah bud --quiet --network host --layers \
+    --volume "$registry:/usr/local/cargo/registry" --build-arg CARGO_NET_OFFLINE=true \
+    --build-arg "RUST_IMAGE=$rust_base" --build-arg "RUNTIME_IMAGE=$debian_base" \
+    --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
+    -t "$repository:dockerfile" . >/dev/null
+  local built_version
+  built_version=$(podman run --rm --network none "$repository:dockerfile" --version | head -n1)
+  [ "$built_version" = "$("$bin" --version | head -n1)" ] ||
+    { echo "build-image: the Dockerfile's image says '$built_version'" >&2; exit 1; }
+  echo "built $repository:dockerfile: $(image_bytes "$repository:dockerfile") bytes"
+}
+
 case "$which_images" in
+  dockerfile) build_dockerfile ;;
   all) build_scratch; build_full ;;
   scratch) build_scratch ;;
   full) build_full ;;
