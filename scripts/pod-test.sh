@@ -46,12 +46,13 @@ step() { echo "== $*"; }
 passed=0
 pass() { echo "   ok: $*"; passed=$((passed + 1)); }
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-timed() { # timed LABEL COMMAND...: runs the command, records its wall time
-  local label=$1 t0
+timed() { # timed LABEL COMMAND...: runs the command, records its wall time, returns its status
+  local label=$1 t0 status=0
   shift
   t0=$(date +%s.%N)
-  "$@"
+  "$@" || status=$?
   timings+=("$label: $(elapsed "$t0") s")
+  return "$status"
 }
 
 cleanup() {
@@ -96,7 +97,9 @@ build_probe() {
   buildah commit --quiet --rm "$ctr" "$probe_image" >/dev/null
 }
 step "probe image $probe_image (examples/pod_probe.rs, static)"
-timed "build the probe and its image" build_probe
+t0=$(date +%s.%N)
+build_probe
+timings+=("build the probe and its image: $(elapsed "$t0") s")
 
 # ---- network ------------------------------------------------------------------------------
 [ -e "$cni_conf" ] && fail "$cni_conf exists (another pod test running?)"
@@ -241,8 +244,8 @@ host_argv=("${init_argv[@]:1}")
 check_init_pod() { # check_init_pod NAME [readonly]
   local pod=$1 readonly=${2:-}
   pod_manifest "$init_example" "$pod" "$full_image" "$readonly" > "$work/$pod.yaml"
-  timed "$pod: kube play (init container + 2 containers)" play "$pod" "$work/$pod.yaml"
   local code
+  timed "$pod: kube play (init container + 2 containers)" play "$pod" "$work/$pod.yaml" || true
   code=$(exit_code "$pod-istio-init")
   [ "$code" = 0 ] || { podman logs "$pod-istio-init" >&2; fail "$pod: istio-init exited $code"; }
   [ "$(state "$pod-app")" = running ] || fail "$pod: app is not running after istio-init"
@@ -266,7 +269,7 @@ check_init_pod() { # check_init_pod NAME [readonly]
 step "istio-init: $init_example with $full_image"
 peer=podtest-peer
 peer_manifest "$peer" > "$work/$peer.yaml"
-timed "$peer: kube play (1 container)" play "$peer" "$work/$peer.yaml"
+timed "$peer: kube play (1 container)" play "$peer" "$work/$peer.yaml" || fail "$peer: kube play failed"
 check_init_pod podtest-init
 pod=podtest-init
 pod_address=$(pod_ip "$pod")
@@ -284,6 +287,16 @@ expect_answer "inbound to an excluded port (-d 15020) not captured" \
   "$peer-app" "$pod_address:15020" "listen=15020 orig=* uid=1337"
 timings+=("$pod: traffic checks (4 connections): $(elapsed "$t0") s")
 
+step "$scratch_image: dry-run in the pod, as its default non-root user"
+t0=$(date +%s.%N)
+podman run --rm --pod "$pod" "$scratch_image" "${init_argv[@]}" --dry-run > "$work/scratch-dry-run" 2>"$work/scratch-dry-run.log" ||
+  { cat "$work/scratch-dry-run.log" >&2; fail "the scratch image's dry-run failed in $pod"; }
+in_pod_netns "$pod" "$host_bin" "${host_argv[@]}" --dry-run 2>/dev/null | diff -u - "$work/scratch-dry-run" >&2 ||
+  fail "the scratch image's dry-run differs from the host binary's in the same namespace"
+grep -q -- '--uid-owner 1337' "$work/scratch-dry-run" || fail "the scratch image's dry-run has no proxy uid rule"
+timings+=("$scratch_image: dry-run container in $pod: $(elapsed "$t0") s")
+pass "$scratch_image: dry-run as uid 1337 in the pod prints the host binary's rules"
+
 step "istio-init: rerun in the live namespace, then pod restart"
 first_start=$(started_at "$pod-istio-init")
 timed "$pod: rerun istio-init in place" podman start --attach "$pod-istio-init" > "$work/rerun.log" 2>&1 ||
@@ -291,8 +304,9 @@ timed "$pod: rerun istio-init in place" podman start --attach "$pod-istio-init" 
 saved_rules "$pod" iptables-nft-save | diff -u "$work/$pod.v4" - >&2 || fail "$pod: rerun changed the rules"
 pass "$pod: rerunning istio-init over its own rules exits 0 and changes nothing"
 # The probe, as PID 1, ignores SIGTERM: podman kills it after 1 s (and says so on stderr).
-timed "$pod: pod stop" podman pod stop -t 1 "$pod" >/dev/null 2>&1
-timed "$pod: pod start (init container runs again)" podman --hooks-dir "$work/hooks" pod start "$pod" >/dev/null
+timed "$pod: pod stop" podman pod stop -t 1 "$pod" >/dev/null 2>&1 || fail "$pod: pod stop failed"
+timed "$pod: pod start (init container runs again)" podman --hooks-dir "$work/hooks" pod start "$pod" >/dev/null ||
+  { podman logs "$pod-istio-init" >&2; fail "$pod: pod restart failed"; }
 [ "$(started_at "$pod-istio-init")" != "$first_start" ] || fail "$pod: istio-init did not run again on restart"
 [ "$(exit_code "$pod-istio-init")" = 0 ] || fail "$pod: istio-init failed on restart"
 saved_rules "$pod" iptables-nft-save | diff -u "$work/$pod.v4" - >&2 || fail "$pod: rules differ after restart"
