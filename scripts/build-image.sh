@@ -64,7 +64,8 @@ base_root() {
   printf '%s\n' 'root:x:0:' 'istio-proxy:x:1337:' > "$root/etc/group"
 }
 
-# Common OCI labels; $1 = image flavour, $2 = extra description.
+# commit_image CONTAINER FLAVOUR USER DESCRIPTION [buildah config options...]: sets the
+# entrypoint, default user, PATH and OCI labels, and commits as $repository:FLAVOUR.
 commit_image() {
   local ctr=$1 flavour=$2 user=$3 description=$4
   shift 4
@@ -246,10 +247,11 @@ build_dockerfile() {
     --build-arg "RUST_IMAGE=$rust_base" --build-arg "RUNTIME_IMAGE=$debian_base" \
     --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
     -t "$repository:dockerfile" . >/dev/null
+  # Name and version only: the build context has no .git, so a commit in --version may differ.
   local built_version
-  built_version=$(podman run --rm --network none "$repository:dockerfile" --version | head -n1)
-  [ "$built_version" = "$("$bin" --version | head -n1)" ] ||
-    { echo "build-image: the Dockerfile's image says '$built_version'" >&2; exit 1; }
+  built_version=$(podman run --rm --network none "$repository:dockerfile" --version | awk 'NR == 1 {print $1, $2}')
+  [ "$built_version" = "istio-iptables $version" ] ||
+    { echo "build-image: the Dockerfile's image says '$built_version', expected 'istio-iptables $version'" >&2; exit 1; }
   echo "built $repository:dockerfile: $(image_bytes "$repository:dockerfile") bytes"
 }
 
