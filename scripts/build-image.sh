@@ -209,7 +209,9 @@ build_full() {
 
 build_dockerfile() {
   local debian_base=localhost/istio-iptables-base/debian:bookworm
-  local rust_base=localhost/istio-iptables-base/rust:bookworm
+  # Tagged with the toolchain's version, so a newer toolchain makes a new base.
+  local rust_base
+  rust_base=localhost/istio-iptables-base/rust:bookworm-$(rustc -vV | sed -n 's/^release: //p')
   local mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
   if ! podman image exists "$debian_base"; then
     echo "== $debian_base (debootstrap --variant=minbase bookworm)"
