@@ -29,6 +29,27 @@ struct Case {
     stderr_contains: Vec<String>,
 }
 
+/// An `arg:` or `env:` value with its escapes (`\n`, `\t`, `\r`, `\\`) resolved, so that a case
+/// can pass a value with a control character in it (a line cannot hold a newline).
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('\\') => out.push('\\'),
+            other => panic!("unknown escape \\{} in {value:?}", other.map(String::from).unwrap_or_default()),
+        }
+    }
+    out
+}
+
 fn parse_case(path: &Path) -> Case {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut case = Case::default();
@@ -56,10 +77,10 @@ fn parse_case(path: &Path) -> Case {
                 }
                 let (key, value) = line.split_once(": ").unwrap_or_else(|| (line.trim_end_matches(':'), ""));
                 match key {
-                    "arg" => case.args.push(value.to_string()),
+                    "arg" => case.args.push(unescape(value)),
                     "env" => {
                         let (k, v) = value.split_once('=').expect("env: NAME=VALUE");
-                        case.env.push((k.to_string(), v.to_string()));
+                        case.env.push((k.to_string(), unescape(v)));
                     }
                     "nameserver" => case.nameservers.push(value.to_string()),
                     "exit" => case.exit = value.parse().expect("exit: N"),
