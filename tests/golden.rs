@@ -278,10 +278,10 @@ fn parse_explain_case(path: &Path) -> ExplainCase {
         }
         let (key, value) = line.split_once(": ").unwrap_or_else(|| (line.trim_end_matches(':'), ""));
         match key {
-            "arg" => case.args.push(value.to_string()),
+            "arg" => case.args.push(unescape(value)),
             "env" => {
                 let (k, v) = value.split_once('=').expect("env: NAME=VALUE");
-                case.env.push((k.to_string(), v.to_string()));
+                case.env.push((k.to_string(), unescape(v)));
             }
             "nameserver" => case.nameservers.push(value.to_string()),
             other => panic!("{}: unknown key {other:?}", path.display()),
