@@ -109,22 +109,28 @@ macro_rules! kernel_tests {
 
 mod commands;
 mod detect;
+mod explain;
 mod harness_smoke;
 mod iptables;
 mod nftables;
+mod nftnl;
 mod rerun;
 mod routes;
+mod safety;
 mod validation;
 
 fn main() {
     let modules = [
         commands::tests(),
         detect::tests(),
+        explain::tests(),
         harness_smoke::tests(),
         iptables::tests(),
         nftables::tests(),
+        nftnl::tests(),
         rerun::tests(),
         routes::tests(),
+        safety::tests(),
         validation::tests(),
     ];
     libtest_mimic::run(&Arguments::from_args(), modules.into_iter().flatten().collect()).exit();
