@@ -110,12 +110,15 @@ macro_rules! kernel_tests {
 mod check;
 mod commands;
 mod detect;
+mod explain;
 mod harness_smoke;
 mod iptables;
 mod nftables;
+mod nftnl;
 mod rerun;
 mod rerun_verdict;
 mod routes;
+mod safety;
 mod validation;
 
 fn main() {
@@ -123,12 +126,15 @@ fn main() {
         check::tests(),
         commands::tests(),
         detect::tests(),
+        explain::tests(),
         harness_smoke::tests(),
         iptables::tests(),
         nftables::tests(),
+        nftnl::tests(),
         rerun::tests(),
         rerun_verdict::tests(),
         routes::tests(),
+        safety::tests(),
         validation::tests(),
     ];
     libtest_mimic::run(&Arguments::from_args(), modules.into_iter().flatten().collect()).exit();
