@@ -86,6 +86,10 @@ pub enum Error {
     #[error("failed to configure routes: {0}")]
     Routes(#[source] crate::exec::RouteError),
 
+    /// `check` could not read the policy routing back.
+    #[error("failed to read the routes: {0}")]
+    RouteRead(#[source] crate::exec::RouteReadError),
+
     /// `--native-nftables` without an `nft` on `PATH`. Upstream's text first (logs are
     /// searched for it), then what to do about it (#57978).
     #[error(
@@ -180,6 +184,7 @@ impl Error {
             Error::IptablesUnusable { .. }
             | Error::RestoreFailed { .. }
             | Error::Routes(_)
+            | Error::RouteRead(_)
             | Error::NftMissing { .. }
             | Error::NftSpawn { .. }
             | Error::NftTooOld { .. }

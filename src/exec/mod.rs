@@ -26,6 +26,7 @@ pub mod netns;
 mod nftables;
 mod process;
 mod report;
+mod route_state;
 mod routes;
 mod seam;
 
@@ -40,6 +41,7 @@ use seam::System;
 pub use check::run as check;
 pub use iptables::CommandError;
 pub use report::log_configuration;
+pub use route_state::RouteReadError;
 pub use routes::RouteError;
 
 /// Runs the rule stage for a loaded configuration.

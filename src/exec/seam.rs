@@ -13,6 +13,7 @@ use crate::plan::{Family, Plan};
 
 use super::check::Drift;
 use super::iptables::{CommandError, Runner, Tool, Variant};
+use super::route_state::{RouteReadError, TproxyRouting};
 use super::routes::{self, RouteError};
 
 /// What a program printed, and whether it succeeded.
@@ -55,6 +56,8 @@ pub(crate) trait Netfilter {
     fn ensure_mark_rule(&self, family: Family, mark: u32, table: u32) -> Result<(), RouteError>;
     /// `ip route add local default dev lo table TABLE`; present already is fine.
     fn add_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError>;
+    /// Whether the mark rule and the local route above exist (`check`; read-only).
+    fn tproxy_routing(&self, family: Family, mark: u32, table: u32) -> Result<TproxyRouting, RouteReadError>;
 }
 
 /// The real machine: programs from `PATH`, netlink in the current network namespace.
@@ -151,6 +154,10 @@ impl Netfilter for System {
 
     fn add_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError> {
         routes::netlink_add_local_default_route(family, table)
+    }
+
+    fn tproxy_routing(&self, family: Family, mark: u32, table: u32) -> Result<TproxyRouting, RouteReadError> {
+        super::route_state::read(family, mark, table)
     }
 }
 

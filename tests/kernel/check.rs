@@ -11,6 +11,7 @@ pub fn tests() -> Vec<Trial> {
         drift_is_found_and_a_rerun_repairs_it: [legacy, nft, native],
         pods_own_rules_do_not_count: [legacy, nft],
         works_with_network_namespace: [legacy, native],
+        tproxy_routing_is_compared: [nft, native],
     ]
 }
 
@@ -138,5 +139,27 @@ fn works_with_network_namespace(choice: Choice) -> Ran {
     }
     let out = std::process::Command::new(crate::support::binary_under_test()).args(&all).output().expect("run check");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+fn tproxy_routing_is_compared(choice: Choice) -> Ran {
+    choice.available()?;
+    let ns = pod("check-routes");
+    ns.loopback_up();
+    let args = sidecar_with(&[("-m", "TPROXY")]);
+    istio_ok(&ns, choice, &args);
+    assert_matches(&ns, choice, &args, "right after a TPROXY run");
+    ns.exec_ok("ip", ["rule", "del", "fwmark", "0x539", "lookup", "133"]);
+    assert_drift(
+        &ns,
+        choice,
+        &args,
+        "after the mark rule was deleted",
+        "IPv4 routing:\n  missing: from all fwmark 0x539 lookup 133",
+    );
+    ns.exec_ok("ip", ["route", "del", "local", "default", "dev", "lo", "table", "133"]);
+    assert_drift(&ns, choice, &args, "after the local route was deleted", "missing: local default dev lo table 133");
+    istio_ok(&ns, choice, &args);
+    assert_matches(&ns, choice, &args, "after a rerun put the routing back");
     Ok(())
 }
