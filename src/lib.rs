@@ -48,17 +48,21 @@ where
         Some(at) => argv.into_iter().enumerate().filter(|(i, _)| *i != at).map(|(_, a)| a).collect(),
         None => argv,
     };
-    let flags = match cli::parse(argv, env)? {
+    let mut flags = match cli::parse(argv, env)? {
         Parsed::Run(flags) => flags,
         Parsed::Help(text) | Parsed::Version(text) => {
             return stdout.write_all(text.as_bytes()).map_err(Error::Stdout);
         }
     };
-    let config = configure(&flags, env)?;
     if check_at.is_some() {
-        // Read-only: no lock, no rule stage, no validation.
+        // Read-only whatever `--dry-run` says, and always about the live namespace (which a
+        // dry run would not enter).
+        flags.dry_run.value = false;
+        let config = configure(&flags, env)?;
+        // No lock, no rule stage, no validation.
         return exec::check(&config, stdout);
     }
+    let config = configure(&flags, env)?;
     // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
     // CNI `istio-validation` container); a failed rule stage never reaches it.
     // One run at a time per network namespace, from reading the state to the last route; a
