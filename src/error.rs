@@ -15,6 +15,9 @@ pub mod exit_code {
     pub const FAILURE: u8 = 1;
     /// `--run-validation` could not see its probe redirected.
     pub const VALIDATION: u8 = 126;
+    /// `istio-iptables check` (an extension): the namespace's Istio rules differ from the
+    /// configuration's; the differences are on stdout.
+    pub const DRIFT: u8 = 3;
     /// Flag or usage error (upstream exits with -1).
     pub const USAGE: u8 = 255;
 }
@@ -82,6 +85,10 @@ pub enum Error {
     /// The `::6` address or the TPROXY policy routing could not be set up.
     #[error("failed to configure routes: {0}")]
     Routes(#[source] crate::exec::RouteError),
+
+    /// `check` could not read the policy routing back.
+    #[error("failed to read the routes: {0}")]
+    RouteRead(#[source] crate::exec::RouteReadError),
 
     /// `--native-nftables` without an `nft` on `PATH`. Upstream's text first (logs are
     /// searched for it), then what to do about it (#57978).
@@ -163,6 +170,13 @@ pub enum Error {
          programming this pod); gave up after {waited} (set {env} to wait longer)"
     )]
     LockTimeout { holder: String, name: &'static str, namespace: String, waited: String, env: &'static str },
+
+    /// `check` found the namespace's Istio rules different from what the configuration
+    /// installs. Not a failure to run: an outcome, with its own exit code.
+    #[error(
+        "the namespace's Istio rules differ from this configuration ({differences} differences, listed on stdout)"
+    )]
+    Drift { differences: usize },
 }
 
 impl Error {
@@ -178,6 +192,7 @@ impl Error {
             Error::IptablesUnusable { .. }
             | Error::RestoreFailed { .. }
             | Error::Routes(_)
+            | Error::RouteRead(_)
             | Error::NftMissing { .. }
             | Error::MissingCapabilities { .. }
             | Error::NftSpawn { .. }
@@ -190,6 +205,7 @@ impl Error {
             | Error::LockAddress { .. }
             | Error::LockBind { .. }
             | Error::LockTimeout { .. } => exit_code::FAILURE,
+            Error::Drift { .. } => exit_code::DRIFT,
         }
     }
 

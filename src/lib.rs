@@ -44,12 +44,25 @@ where
         argv.remove(at);
         return explain::run(argv, env, stdout);
     }
-    let flags = match cli::parse(argv, env)? {
+    let check_at = check_position(&argv);
+    let argv = match check_at {
+        Some(at) => argv.into_iter().enumerate().filter(|(i, _)| *i != at).map(|(_, a)| a).collect(),
+        None => argv,
+    };
+    let mut flags = match cli::parse(argv, env)? {
         Parsed::Run(flags) => flags,
         Parsed::Help(text) | Parsed::Version(text) => {
             return stdout.write_all(text.as_bytes()).map_err(Error::Stdout);
         }
     };
+    if check_at.is_some() {
+        // Read-only whatever `--dry-run` says, and always about the live namespace (which a
+        // dry run would not enter).
+        flags.dry_run.value = false;
+        let config = configure(&flags, env)?;
+        // No lock, no rule stage, no validation.
+        return exec::check(&config, stdout);
+    }
     let config = configure(&flags, env)?;
     // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
     // CNI `istio-validation` container); a failed rule stage never reaches it.
@@ -67,6 +80,16 @@ where
         validation::run(&config)?;
     }
     Ok(())
+}
+
+/// Where the `check` word sits (an extension; upstream takes no positional arguments): right
+/// after the program name, or after a leading `istio-iptables` word, as for `explain`.
+fn check_position(argv: &[OsString]) -> Option<usize> {
+    match argv.get(1).and_then(|a| a.to_str()) {
+        Some("check") => Some(1),
+        Some("istio-iptables") if argv.get(2).and_then(|a| a.to_str()) == Some("check") => Some(2),
+        _ => None,
+    }
 }
 
 /// What every command does before it looks at rules: logging as the flags say, the target

@@ -50,6 +50,8 @@ pub(crate) struct FakeNetfilter {
     programs: Vec<String>,
     nft_commit_failure: RefCell<Option<String>>,
     calls: RefCell<Vec<Call>>,
+    /// `check`'s view of TPROXY routing: present instead of missing.
+    routing_installed: std::cell::Cell<bool>,
 }
 
 impl Default for FakeNetfilter {
@@ -65,6 +67,7 @@ impl Default for FakeNetfilter {
             programs,
             nft_commit_failure: RefCell::default(),
             calls: RefCell::default(),
+            routing_installed: std::cell::Cell::default(),
         }
     }
 }
@@ -86,6 +89,12 @@ impl FakeNetfilter {
     /// Makes the family's `nth` restore (from 0) fail with `stderr`.
     pub(crate) fn fail_restore(&self, family: Family, nth: usize, stderr: &str) {
         self.families.borrow_mut()[slot(family)].failing_restores.push((nth, stderr.to_string()));
+    }
+
+    #[cfg(test)]
+    /// TPROXY's mark rule and local route are there (`check`).
+    pub(crate) fn install_routing(&self) {
+        self.routing_installed.set(true);
     }
 
     #[cfg(test)]
@@ -179,6 +188,11 @@ impl Netfilter for FakeNetfilter {
         Ok(())
     }
 
+    /// The fake holds no nftables tables; `check` over it is tested through iptables.
+    fn nftables_differences(&self, _plan: &Plan) -> Result<Vec<super::check::Drift>, NftnlError> {
+        Ok(Vec::new())
+    }
+
     fn nft(&self, args: &[&str], stdin: Option<&str>) -> Result<ProgramOutput> {
         self.record(Call::Nft { args: args.join(" "), stdin: stdin.map(str::to_string) });
         let ok = |stdout: &str| ProgramOutput {
@@ -217,6 +231,17 @@ impl Netfilter for FakeNetfilter {
 
     fn remove_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError> {
         self.route(format!("ip {}route del local default dev lo table {table}", ip_flag(family)))
+    }
+
+    /// The routing the fake namespace holds: none, unless a test installed it.
+    fn tproxy_routing(
+        &self,
+        _family: Family,
+        _mark: u32,
+        _table: u32,
+    ) -> Result<super::route_state::TproxyRouting, super::route_state::RouteReadError> {
+        let present = self.routing_installed.get();
+        Ok(super::route_state::TproxyRouting { mark_rule: present, local_route: present })
     }
 }
 

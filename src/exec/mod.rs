@@ -13,10 +13,11 @@
 //! configuration's rules under `--cleanup-only`) and prints the restore inputs or transaction
 //! the flow issued, plus upstream's recording. The unit tests in `iptables/flow_tests.rs` drive
 //! the same flow over scripted states and failures, so every decision and rollback path runs
-//! without root. A netlink nf_tables backend is one more implementation of the `nft` method (or
-//! a `commit` beside it); nothing above the seam changes. Routes are skipped in dry-run, as
-//! upstream does.
+//! without root. The netlink nf_tables backend (`crate::nftnl`) is two more methods of the seam
+//! (`nftables_commit`, `nftables_delete`), the default for `--native-nftables`; `nft -f -` stays
+//! behind `ISTIO_NFT_APPLY=nft`. Routes are skipped in dry-run, as upstream does.
 
+pub(crate) mod check;
 mod dry_run;
 mod fake;
 pub(crate) mod iptables;
@@ -25,6 +26,7 @@ pub mod netns;
 mod nftables;
 mod process;
 mod report;
+mod route_state;
 mod routes;
 mod seam;
 
@@ -36,8 +38,10 @@ use crate::plan::Plan;
 use crate::render::nft;
 use seam::System;
 
+pub use check::run as check;
 pub use iptables::CommandError;
 pub use report::log_configuration;
+pub use route_state::RouteReadError;
 pub use routes::RouteError;
 
 /// Runs the rule stage for a loaded configuration.

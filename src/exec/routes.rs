@@ -36,7 +36,7 @@ const RTPROT_BOOT: u8 = 3;
 /// Tables above 255 do not fit the header byte; the attribute carries them.
 const RT_TABLE_UNSPEC: u8 = 0;
 /// `fib_rule_hdr` and `rtmsg` are both 12 bytes.
-const RULE_HEADER_LEN: usize = 12;
+pub(super) const RULE_HEADER_LEN: usize = 12;
 
 /// Why the address or routing could not be set up; each text follows `failed to configure
 /// routes: ` in the error a person sees.
@@ -97,7 +97,7 @@ pub(crate) fn configure(config: &Config, netfilter: &dyn Netfilter) -> Result<()
     Ok(())
 }
 
-fn address_family(family: Family) -> u8 {
+pub(super) fn address_family(family: Family) -> u8 {
     match family {
         Family::V4 => libc::AF_INET as u8,
         Family::V6 => libc::AF_INET6 as u8,
@@ -123,7 +123,7 @@ pub(crate) fn netlink_add_passthrough_address() -> Result<(), RouteError> {
     }
 }
 
-fn rule_header(family: u8, table: u32) -> [u8; RULE_HEADER_LEN] {
+pub(super) fn rule_header(family: u8, table: u32) -> [u8; RULE_HEADER_LEN] {
     let table_byte = u8::try_from(table).unwrap_or(RT_TABLE_UNSPEC);
     [family, 0, 0, 0, table_byte, 0, 0, FR_ACT_TO_TBL, 0, 0, 0, 0]
 }
@@ -146,7 +146,7 @@ pub(crate) fn netlink_ensure_mark_rule(family: Family, mark: u32, table: u32) ->
 }
 
 /// A rule that sends exactly `fwmark MARK` (full mask, no other selector) to `table`.
-fn is_mark_rule(rule: &netlink::Reply, mark: u32, table: u32) -> bool {
+pub(super) fn is_mark_rule(rule: &netlink::Reply, mark: u32, table: u32) -> bool {
     let header = &rule.body;
     // fib_rule_hdr: family, dst_len, src_len, tos, table, 2 reserved, action, then u32 flags.
     if header.len() < RULE_HEADER_LEN

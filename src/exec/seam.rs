@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::nftnl::{NftnlError, Outcome as NftOutcome};
 use crate::plan::{Family, Plan};
 
+use super::check::Drift;
 use super::iptables::{CommandError, Runner, Tool, Variant};
+use super::route_state::{RouteReadError, TproxyRouting};
 use super::routes::{self, RouteError};
 
 /// What a program printed, and whether it succeeded.
@@ -45,6 +47,8 @@ pub(crate) trait Netfilter {
     fn nftables_commit(&self, plan: &Plan) -> Result<NftOutcome, NftnlError>;
     /// Deletes the `inet istio-proxy-*` tables over netlink (`--cleanup-only`).
     fn nftables_delete(&self) -> Result<(), NftnlError>;
+    /// How the `inet istio-proxy-*` tables differ from those of `plan` (`check`; read-only).
+    fn nftables_differences(&self, plan: &Plan) -> Result<Vec<Drift>, NftnlError>;
 
     /// `::6/128` on `lo` (IPv6's inbound passthrough source); present already is fine.
     fn add_loopback_passthrough_address(&self) -> Result<(), RouteError>;
@@ -56,6 +60,8 @@ pub(crate) trait Netfilter {
     fn remove_mark_rule(&self, family: Family, mark: u32, table: u32) -> Result<(), RouteError>;
     /// `ip route del local default dev lo table TABLE`; absent is fine.
     fn remove_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError>;
+    /// Whether the mark rule and the local route above exist (`check`; read-only).
+    fn tproxy_routing(&self, family: Family, mark: u32, table: u32) -> Result<TproxyRouting, RouteReadError>;
 }
 
 /// The real machine: programs from `PATH`, netlink in the current network namespace.
@@ -137,6 +143,11 @@ impl Netfilter for System {
         crate::nftnl::cleanup()
     }
 
+    fn nftables_differences(&self, plan: &Plan) -> Result<Vec<Drift>, NftnlError> {
+        let found = crate::nftnl::differences(plan, &crate::nftnl::Options::default())?;
+        Ok(found.into_iter().map(|(table, chain, difference)| Drift::nftables(table, chain, difference)).collect())
+    }
+
     fn add_loopback_passthrough_address(&self) -> Result<(), RouteError> {
         routes::netlink_add_passthrough_address()
     }
@@ -155,6 +166,10 @@ impl Netfilter for System {
 
     fn remove_local_default_route(&self, family: Family, table: u32) -> Result<(), RouteError> {
         routes::netlink_remove_local_default_route(family, table)
+    }
+
+    fn tproxy_routing(&self, family: Family, mark: u32, table: u32) -> Result<TproxyRouting, RouteReadError> {
+        super::route_state::read(family, mark, table)
     }
 }
 

@@ -93,6 +93,18 @@ pub fn matches(plan: &Plan, options: &Options) -> Result<bool, NftnlError> {
     readback::matches(&mut socket, &tables, &present).map_err(NftnlError::Wire)
 }
 
+/// How the kernel's istio tables differ from those of `plan` (read-back only), as
+/// (table, chain, difference); empty when they match.
+pub(crate) fn differences(
+    plan: &Plan,
+    options: &Options,
+) -> Result<Vec<(String, String, crate::exec::check::Difference)>, NftnlError> {
+    let tables = ruleset::desired(plan, &mut ids::IdResolver::new(&options.etc)).map_err(NftnlError::Owner)?;
+    let mut socket = Socket::open().map_err(NftnlError::Wire)?;
+    let present = readback::present_tables(&mut socket).map_err(NftnlError::Wire)?;
+    readback::differences(&mut socket, &tables, &present).map_err(NftnlError::Wire)
+}
+
 /// Deletes the istio tables that exist, in one batch (none: nothing is sent).
 pub fn cleanup() -> Result<(), NftnlError> {
     let mut socket = Socket::open().map_err(NftnlError::Wire)?;

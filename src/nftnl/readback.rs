@@ -12,6 +12,7 @@ use super::ruleset::{
     expressions, BaseChain, DesiredTable, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETSETELEM, NFT_MSG_GETTABLE,
 };
 use super::wire::{attr_be32, attr_string, find_attr, parse_attrs, Attr, Socket, WireError, NFPROTO_INET};
+use crate::exec::check::Difference;
 use crate::render::nft::{table_name, TABLES};
 
 /// An attribute value in comparable form: nested attributes keyed by type, flag bits dropped.
@@ -166,6 +167,83 @@ pub(crate) fn matches(
         }
     }
     Ok(true)
+}
+
+/// How the kernel's istio tables differ from `desired`, per table and chain, for `check`:
+/// tables and chains missing or extra, then rule by rule in kernel order (a planned rule is
+/// named by its nft text; the kernel's by its position, as netlink holds no text).
+pub(crate) fn differences(
+    socket: &mut Socket,
+    desired: &[DesiredTable],
+    present: &[PresentTable],
+) -> Result<Vec<(String, String, Difference)>, WireError> {
+    let mut found = Vec::new();
+    for table in present.iter().filter(|t| !desired.iter().any(|d| d.name == t.name)) {
+        found.push((table.name.to_string(), String::new(), Difference::ExtraChain));
+    }
+    for table in desired {
+        let mut note = |chain: &str, difference| found.push((table.name.to_string(), chain.to_string(), difference));
+        let Some(here) = present.iter().find(|t| t.name == table.name) else {
+            note("", Difference::MissingChain);
+            continue;
+        };
+        if here.flags != 0 {
+            note(
+                "",
+                Difference::Changed {
+                    live: format!("table flags {:#x}", here.flags),
+                    expected: "table flags 0x0".into(),
+                },
+            );
+        }
+        let actual = read_table(socket, table.name)?;
+        for name in actual.keys().filter(|name| !table.chains.iter().any(|c| c.name == name.as_str())) {
+            note(name, Difference::ExtraChain);
+        }
+        for chain in &table.chains {
+            let Some(theirs) = actual.get(chain.name) else {
+                note(chain.name, Difference::MissingChain);
+                continue;
+            };
+            if theirs.base != chain.base {
+                note(
+                    chain.name,
+                    Difference::Changed { live: format!("{:?}", theirs.base), expected: format!("{:?}", chain.base) },
+                );
+            }
+            for at in 0..chain.rules.len().max(theirs.rules.len()) {
+                match (chain.rules.get(at), theirs.rules.get(at)) {
+                    (Some(rule), Some(their_exprs)) if !rule_matches(rule, their_exprs) => note(
+                        chain.name,
+                        Difference::Changed {
+                            live: format!("rule {} as the kernel holds it", at + 1),
+                            expected: rule.text.clone(),
+                        },
+                    ),
+                    (Some(rule), None) => note(chain.name, Difference::Missing(rule.text.clone())),
+                    (None, Some(_)) => note(chain.name, Difference::Extra(format!("rule {} (not planned)", at + 1))),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Whether the kernel's expressions are those of `rule`.
+fn rule_matches(rule: &super::ruleset::DesiredRule, their_exprs: &[CanonExpr]) -> bool {
+    let mut ours_bytes = Vec::new();
+    for attr in expressions(&rule.exprs, None) {
+        attr.encode(&mut ours_bytes);
+    }
+    let mut sets = HashMap::new();
+    if let Some(set) = &rule.exprs.set {
+        let mut elements = set.elements.clone();
+        elements.sort();
+        sets.insert(super::expr::ANONYMOUS_SET_NAME.to_string(), elements);
+    }
+    let ours = canon_exprs(&ours_bytes, &sets);
+    ours.len() == their_exprs.len() && ours.iter().zip(their_exprs).all(|(o, t)| expr_matches(o, t))
 }
 
 /// Chains and rules of one table, rules in kernel order.

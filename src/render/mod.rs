@@ -4,3 +4,4 @@
 pub mod iptables;
 pub mod nft;
 pub mod restore;
+pub mod save;

@@ -107,28 +107,38 @@ macro_rules! kernel_tests {
     };
 }
 
+mod check;
 mod commands;
 mod crash;
 mod detect;
+mod explain;
 mod guardrails;
 mod harness_smoke;
 mod iptables;
 mod nftables;
+mod nftnl;
 mod rerun;
+mod rerun_verdict;
 mod routes;
+mod safety;
 mod validation;
 
 fn main() {
     let modules = [
+        check::tests(),
         commands::tests(),
         crash::tests(),
         detect::tests(),
+        explain::tests(),
         guardrails::tests(),
         harness_smoke::tests(),
         iptables::tests(),
         nftables::tests(),
+        nftnl::tests(),
         rerun::tests(),
+        rerun_verdict::tests(),
         routes::tests(),
+        safety::tests(),
         validation::tests(),
     ];
     libtest_mimic::run(&Arguments::from_args(), modules.into_iter().flatten().collect()).exit();

@@ -12,6 +12,7 @@ use crate::exec::fake::{installed_state, Call, FakeNetfilter};
 use crate::host::HostFacts;
 use crate::plan::{Family, Plan};
 use crate::render::iptables::{restore_input, token_rules};
+use crate::render::save::saved_rules;
 
 use super::{apply, Settings};
 
@@ -19,7 +20,7 @@ use super::{apply, Settings};
 const SIDECAR: [&str; 16] =
     ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15090"];
 
-fn plan(extra: &[&str], ipv6: bool) -> Plan {
+pub(super) fn plan(extra: &[&str], ipv6: bool) -> Plan {
     let env: BTreeMap<String, String> = [("ENABLE_INBOUND_IPV6".to_string(), ipv6.to_string())].into();
     let argv = ["istio-iptables", "--dry-run"].iter().chain(&SIDECAR).chain(extra).copied();
     let Ok(Parsed::Run(flags)) = cli::parse(argv, &env) else { panic!("flags parse") };
@@ -96,6 +97,48 @@ fn clean_state_cleanup_only_has_nothing_to_remove() {
 
 // ---- Compatible residue: residue true, delta false (the -C checks pass). ----
 
+/// What `-save` prints after `plan` was applied: the fake's installed state with each rule
+/// line in the form iptables prints it (`render::save`), where the fake keeps the restore's.
+pub(super) fn installed_as_saved(plan: &Plan, family: Family) -> String {
+    let restored = token_rules(plan, family).into_iter().map(|rule| format!("-A {} {}", rule.chain, rule.spec()));
+    let printed = saved_rules(plan, family).into_iter().map(|rule| rule.line);
+    // A rule without a known form (an owner name) keeps the restore's spelling.
+    let forms: BTreeMap<String, String> =
+        restored.zip(printed).filter_map(|(restored, printed)| Some((restored, printed?))).collect();
+    installed(plan, family)
+        .lines()
+        .map(|line| forms.get(line).map_or(line, String::as_str).to_string() + "\n")
+        .collect()
+}
+
+#[test]
+fn an_identical_rerun_is_decided_in_memory_without_a_restore() {
+    let plan = plan(&[], false);
+    let saved = installed_as_saved(&plan, Family::V4);
+    assert!(saved.contains("-m tcp --dport"), "the -save spelling, not the restore's: {saved}");
+    for settings in [DEFAULT, RECONCILE] {
+        let (fake, result) = run_over(&saved, settings, &plan);
+        result.unwrap();
+        assert_eq!(restores(&fake, Family::V4), Vec::<String>::new(), "{settings:?}");
+    }
+}
+
+#[test]
+fn a_rule_printed_otherwise_falls_back_to_the_checks() {
+    let plan = plan(&[], false);
+    let saved = installed_as_saved(&plan, Family::V4);
+    // Same chains and counts, one rule that the in-memory comparison cannot vouch for.
+    let changed = saved.replacen("--uid-owner 1337", "--uid-owner 1336", 1);
+    assert_ne!(changed, saved);
+    let (fake, result) = run_over(&changed, DEFAULT, &plan);
+    result.unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    assert!(is_check(&inputs[0]), "iptables decides: {}", inputs[0]);
+}
+
+/// The fake keeps the restore's spelling, which is not `-save`'s: the in-memory comparison
+/// cannot vouch for the rules, so iptables checks them (`-C`).
 #[test]
 fn compatible_residue_only_checks_by_default_and_with_reconcile() {
     let plan = plan(&[], false);
@@ -417,6 +460,20 @@ fn a_first_run_killed_between_table_commits_is_completed_by_a_plain_rerun() {
     result.unwrap();
     let inputs = restores(&fake, Family::V4);
     assert_eq!(inputs, vec![restore_input(&token_rules(&self::plan(&[], false), Family::V4)).render()]);
+}
+
+#[test]
+fn a_committed_prefix_in_saves_spelling_is_verified_in_memory() {
+    let plan = other_config();
+    let saved = installed_as_saved(&plan, Family::V4);
+    // The mangle block only: what a kill between the two table commits leaves.
+    let mangle: String = saved.split_inclusive("COMMIT\n").filter(|block| block.starts_with("*mangle")).collect();
+    assert!(!mangle.is_empty(), "{saved}");
+    let (fake, result) = run_over(&mangle, DEFAULT, &plan);
+    result.unwrap();
+    let inputs = restores(&fake, Family::V4);
+    assert_eq!(inputs.len(), 1, "no -C restore: {inputs:?}");
+    assert!(inputs[0].starts_with("* nat\n") && !inputs[0].contains("* mangle"), "{}", inputs[0]);
 }
 
 #[test]

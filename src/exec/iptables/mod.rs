@@ -5,8 +5,11 @@
 //! Processes per run, default sidecar on a fresh pod: one `iptables-nft-restore` (detection finds
 //! no table of either flavour without running anything, and the final state is the restore
 //! input applied to empty tables). A rerun with nothing to change: one `-save` (detection and
-//! state read) and one restore holding every `-C` check; its final state is the state it read.
+//! state read), compared in memory with the plan rendered as `-save` prints it; only when that
+//! comparison cannot vouch for every rule does one restore hold every `-C` check. Its final
+//! state is the state it read.
 
+pub(crate) mod check;
 mod commands;
 mod compose;
 mod detect;
@@ -25,6 +28,7 @@ use crate::exec::seam::Netfilter;
 use crate::plan::{Family, Plan};
 use crate::render::iptables::{check_input, restore_input, token_rules, TokenRule};
 use crate::render::restore::RestoreInput;
+use crate::render::save::{saved_rules, SavedRule};
 
 use commands::family_label;
 pub use commands::CommandError;
@@ -59,6 +63,8 @@ impl Settings {
 struct FamilyRun {
     tool: Tool,
     rules: Vec<TokenRule>,
+    /// The same rules as `-save` would print them (the in-memory "already applied" check).
+    saved_rules: Vec<SavedRule>,
     /// The plan's restore input for this family (when resuming an interrupted apply of this
     /// configuration: only the tables still missing).
     planned: RestoreInput,
@@ -104,8 +110,10 @@ pub(crate) fn apply(config: Settings, plan: &Plan, runner: &dyn Netfilter) -> Re
             }
         };
         let rules = if leftovers_only { Vec::new() } else { token_rules(plan, family) };
+        let saved_rules = if leftovers_only { Vec::new() } else { saved_rules(plan, family) };
         let planned = restore_input(&rules);
         runs.push(FamilyRun {
+            saved_rules,
             before: State::parse(&detected.saved),
             saved: detected.saved,
             tool: detected.tool,
@@ -206,7 +214,14 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
             // Nothing planned: nothing to check (and no process to spend on it). A cleanup
             // removes the same whatever the checks would say, so it does not run them either.
             Comparison::NeedsRuleCheck if !planned || config.cleanup_only => false,
-            Comparison::NeedsRuleCheck => !rules_present(runner, run),
+            Comparison::NeedsRuleCheck if state::holds_every_rule(&run.before, &run.saved_rules) => {
+                tracing::debug!("{} rules verified in memory: every planned rule is present", run.label());
+                false
+            }
+            Comparison::NeedsRuleCheck => {
+                tracing::debug!("{} rules not verified in memory; checking each with iptables (-C)", run.label());
+                !rules_present(runner, run)
+            }
         };
         if has_residue && !planned {
             tracing::info!("Ignoring residues because no rules are planned for {}", run.label());
@@ -237,9 +252,12 @@ fn resume(runner: &dyn Netfilter, runs: &mut [FamilyRun]) -> bool {
         let Some(found) = resume::resumption(&run.before, &State::of(&run.planned), &run.rules) else {
             return false;
         };
-        // Tables that are there have rules, so they have checks.
-        if !found.present_checks.is_empty() {
-            if !checks_pass(runner, &run.tool, &found.present_checks) {
+        if !found.present.is_empty() {
+            let present: Vec<SavedRule> =
+                run.saved_rules.iter().filter(|rule| found.present.contains(&rule.table)).cloned().collect();
+            let verified =
+                state::holds_every_rule(&run.before, &present) || checks_pass(runner, &run.tool, &found.present_checks);
+            if !verified {
                 return false;
             }
             any_present = true;

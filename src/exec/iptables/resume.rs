@@ -20,6 +20,8 @@ use super::state::{compare, Comparison, State};
 pub(super) struct Resumption {
     /// The plan's blocks for the tables that hold nothing of Istio's yet.
     pub missing: RestoreInput,
+    /// The tables already there.
+    pub present: Vec<Table>,
     /// `-C` checks for the rules of the tables already there (their chains and counts match).
     pub present_checks: RestoreInput,
 }
@@ -45,7 +47,7 @@ pub(super) fn resumption(current: &State, planned: &State, rules: &[TokenRule]) 
     }
     let (present_rules, missing_rules): (Vec<TokenRule>, Vec<TokenRule>) =
         rules.iter().cloned().partition(|rule| present.contains(&rule.table));
-    Some(Resumption { missing: restore_input(&missing_rules), present_checks: check_input(&present_rules) })
+    Some(Resumption { missing: restore_input(&missing_rules), present_checks: check_input(&present_rules), present })
 }
 
 #[cfg(test)]

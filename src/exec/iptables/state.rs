@@ -1,15 +1,18 @@
 //! What is already in the kernel, compared with what the plan wants (`apply.md` §3.1–3.4).
 //!
 //! Both sides come from the one typed model, [`RestoreInput`]: the current side is `-save`
-//! output parsed into it, the expected side the plan's own restore input (never its text). `-save` rewrites rules (`-m tcp` added, options reordered), so rule text is
-//! never compared; chain presence and ISTIO rule counts are, and rule content is checked by
-//! iptables itself (`-C`).
+//! output parsed into it, the expected side the plan's own restore input (never its text).
+//! `-save` rewrites rules (`-m tcp` added, options reordered, marks in hex), so the restore
+//! text is never compared with it; chain presence and ISTIO rule counts are, and rule content
+//! is compared with each planned rule rendered as `-save` prints it ([`holds_every_rule`],
+//! `render::save`). When that cannot say "all present", iptables itself checks (`-C`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::chains::{self, is_istio};
 use crate::plan::{Position, Table};
 use crate::render::restore::{table_named, Op, RestoreInput};
+use crate::render::save::SavedRule;
 
 /// table → chain → raw rule lines. A chain gets an entry when it has a rule, or when it is an
 /// ISTIO chain (declared, possibly empty). Tables other than the four (`security`) are ignored.
@@ -141,6 +144,16 @@ pub(crate) fn compare(expected: &State, current: &State) -> Comparison {
         }
     }
     Comparison::NeedsRuleCheck
+}
+
+/// Whether `current` holds every planned rule, each compared as `-save` prints it: the
+/// in-memory answer to upstream's per-rule `-C` checks. True only when every rule has a known
+/// printed form and that exact line is in its table; false means "cannot tell", never "absent".
+/// One hash set of the current lines keeps this linear in the number of rules.
+pub(crate) fn holds_every_rule(current: &State, planned: &[SavedRule]) -> bool {
+    let have: HashSet<(Table, &str)> =
+        TABLES.iter().flat_map(|table| current.rules(*table).map(move |line| (*table, line.as_str()))).collect();
+    planned.iter().all(|rule| rule.line.as_deref().is_some_and(|line| have.contains(&(rule.table, line))))
 }
 
 /// The flags that steer §3.4.
