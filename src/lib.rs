@@ -20,6 +20,7 @@ pub mod netns_lock;
 pub mod nftnl;
 pub mod plan;
 pub mod render;
+pub mod report;
 pub mod validation;
 
 use std::collections::BTreeMap;
@@ -49,7 +50,32 @@ where
             return stdout.write_all(text.as_bytes()).map_err(Error::Stdout);
         }
     };
-    let config = configure(&flags, env)?;
+    // A fresh journal: a caller (a test) may run twice on one thread.
+    exec::journal::take();
+    let started = std::time::Instant::now();
+    let mut config = None;
+    let result = run_configured(&flags, env, stdout, &mut config);
+    let report_path = &flags.report.value;
+    if !report_path.is_empty() {
+        let journal = exec::journal::take();
+        let report = report::RunReport::new(&flags, config.as_ref(), &result, journal, started.elapsed());
+        // The report describes the run; failing to write it does not change the run's outcome
+        // (a pod whose rules are in place must not stay in Init over a diagnostic file).
+        if let Err(e) = report::write_report(std::path::Path::new(report_path), &report.to_json()) {
+            tracing::warn!("could not write the run report to {report_path}: {e}");
+        }
+    }
+    result
+}
+
+/// A run after parsing; `config` holds the configuration once it is built (for the report).
+fn run_configured(
+    flags: &cli::Flags,
+    env: &BTreeMap<String, String>,
+    stdout: &mut dyn Write,
+    config: &mut Option<Config>,
+) -> Result<()> {
+    let config = config.insert(configure(flags, env)?);
     // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
     // CNI `istio-validation` container); a failed rule stage never reaches it.
     // One run at a time per network namespace, from reading the state to the last route; a
@@ -57,10 +83,10 @@ where
     let lock = (!config.dry_run && !config.skip_rule_apply)
         .then(|| netns_lock::acquire(&flags.network_namespace.value, netns_lock::timeout_from_env(env)))
         .transpose()?;
-    exec::execute(&config, stdout)?;
+    exec::execute(config, stdout)?;
     drop(lock);
     if config.run_validation {
-        validation::run(&config)?;
+        validation::run(config)?;
     }
     Ok(())
 }
