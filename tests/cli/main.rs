@@ -6,7 +6,8 @@
 //! - `bad_input`: the corpus `testdata/bad-input.tsv` of values that must be rejected;
 //! - `docs`: the man page and shell completions `istio-iptables-docs` generates;
 //! - `examples`: the Kubernetes examples, Dockerfile and README agree with each other and with
-//!   the binary.
+//!   the binary;
+//! - `report`: the JSON object `--report` writes.
 //!
 //! `cargo test --test cli -- docs::` runs one module, `cargo test --test cli -- version` one test.
 
@@ -14,5 +15,6 @@ mod bad_input;
 mod command_line;
 mod docs;
 mod examples;
+mod report;
 #[path = "../common/sidecar_argv.rs"]
 mod sidecar_argv;
