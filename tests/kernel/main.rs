@@ -112,6 +112,7 @@ mod detect;
 mod harness_smoke;
 mod iptables;
 mod nftables;
+mod report;
 mod rerun;
 mod routes;
 mod validation;
@@ -123,6 +124,7 @@ fn main() {
         harness_smoke::tests(),
         iptables::tests(),
         nftables::tests(),
+        report::tests(),
         rerun::tests(),
         routes::tests(),
         validation::tests(),
