@@ -8,6 +8,7 @@
 pub mod chains;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod explain;
@@ -43,6 +44,11 @@ where
         let mut argv = argv;
         argv.remove(at);
         return explain::run(argv, env, stdout);
+    }
+    if let Some(at) = doctor::subcommand_position(&argv) {
+        let mut argv = argv;
+        argv.remove(at);
+        return doctor::run(argv, env, stdout);
     }
     let flags = match cli::parse(argv, env)? {
         Parsed::Run(flags) => flags,

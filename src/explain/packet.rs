@@ -141,7 +141,7 @@ fn explain_flag(arg: &str) -> Option<(&'static str, Option<String>)> {
 }
 
 /// Whether a run-flag token (`--envoy-port`, `-p`, `-np`) leaves its value to the next argument.
-fn run_flag_takes_next_value(arg: &str) -> bool {
+pub(crate) fn run_flag_takes_next_value(arg: &str) -> bool {
     let takes_value = |kind: Kind| !matches!(kind, Kind::Bool | Kind::OptionalBool);
     if let Some(long) = arg.strip_prefix("--") {
         return !long.contains('=') && FLAGS.iter().any(|d| d.long == long && takes_value(d.kind));

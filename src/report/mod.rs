@@ -227,7 +227,7 @@ fn rules_json(rules: &Rules) -> String {
 }
 
 /// Why IPv6 is on or off: the flag or variable that forced it, or the address that decided.
-fn ipv6(flags: &Flags, config: &Config) -> Ipv6 {
+pub fn ipv6(flags: &Flags, config: &Config) -> Ipv6 {
     let reason = match (&flags.enable_inbound_ipv6.source, config.host_ip) {
         (Source::CommandLine, _) => "forced by --enable-inbound-ipv6".to_string(),
         (Source::Env(name), _) => format!("forced by {name}"),

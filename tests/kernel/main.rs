@@ -109,6 +109,7 @@ macro_rules! kernel_tests {
 
 mod commands;
 mod detect;
+mod doctor;
 mod harness_smoke;
 mod iptables;
 mod nftables;
@@ -121,6 +122,7 @@ fn main() {
     let modules = [
         commands::tests(),
         detect::tests(),
+        doctor::tests(),
         harness_smoke::tests(),
         iptables::tests(),
         nftables::tests(),

@@ -48,6 +48,15 @@ pub(crate) fn detect(
     forced: Option<IptablesBackend>,
     runner: &dyn Netfilter,
 ) -> Result<Detected, Error> {
+    detect_with_evidence(family, forced, runner).map(|(detected, _)| detected)
+}
+
+/// [`detect`], also returning the choice and its evidence (which it records in the journal).
+pub(crate) fn detect_with_evidence(
+    family: Family,
+    forced: Option<IptablesBackend>,
+    runner: &dyn Netfilter,
+) -> Result<(Detected, IptablesChoice), Error> {
     let (mut detected, evidence) = choose(family, forced, runner)?;
     // The lock argument depends on the legacy version. A non-empty dump names it in its header;
     // otherwise ask, which costs a process only for legacy on an empty ruleset.
@@ -57,8 +66,8 @@ pub(crate) fn detect(
     }
     let variant = if tool.variant == Variant::Legacy { "legacy" } else { "nft" };
     let choice = IptablesChoice { family, program: tool.program.clone(), variant, evidence };
-    journal::record(|journal| journal.iptables.push(choice));
-    Ok(detected)
+    journal::record(|journal| journal.iptables.push(choice.clone()));
+    Ok((detected, choice))
 }
 
 fn choose(

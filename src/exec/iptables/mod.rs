@@ -80,6 +80,13 @@ impl FamilyRun {
     }
 }
 
+/// Detection alone (for `doctor`): the program a run would use for `family`, and the evidence.
+/// Read-only, like every detection: it runs only `-save` and `--version`.
+pub(crate) fn detect_only(family: Family, forced: Option<IptablesBackend>) -> Result<journal::IptablesChoice> {
+    let system = crate::exec::seam::System::new(false, None);
+    detect::detect_with_evidence(family, forced, &system).map(|(_, choice)| choice)
+}
+
 pub(crate) fn apply(config: Settings, plan: &Plan, runner: &dyn Netfilter) -> Result<()> {
     // With IPv6 off nothing is planned for it, but an earlier run may have had it on: a
     // reconcile or a cleanup must not leave that run's IPv6 capture behind.

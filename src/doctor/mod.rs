@@ -1,0 +1,211 @@
+//! `istio-iptables doctor [--output text|json] [run flags]`: what this namespace and kernel
+//! offer, read-only.
+//!
+//! In the target namespace (`--network-namespace`, else the current one) it only reads: which
+//! iptables programs are installed and their versions, which variant's tables hold rules
+//! (`/proc/net/ip*_tables_names`, a netlink table dump, `-save`), the IPv6 decision, and the
+//! backend a run would pick, by the run's own read-only detection. Whether the kernel can do
+//! what a capture needs (nat/mangle/raw, REDIRECT, TPROXY, owner match, conntrack zones,
+//! nf_tables `inet`) is probed by writing rules, so that happens in a throwaway namespace
+//! (`probe`), never in the target one, where a legacy write would prime detection.
+
+mod output;
+mod probe;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+
+use crate::cli::{self, Parsed};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::exec::iptables::{kernel_lists_no_tables, Runner, Variant};
+use crate::exec::journal::IptablesChoice;
+use crate::host::{HostFacts, HostPaths};
+use crate::plan::{Family, Plan};
+
+pub use probe::{FeatureProbe, Probes};
+
+/// Where the `doctor` word sits in argv, as for `explain`.
+pub fn subcommand_position(argv: &[OsString]) -> Option<usize> {
+    match argv.get(1).and_then(|a| a.to_str()) {
+        Some("doctor") => Some(1),
+        Some("istio-iptables") if argv.get(2).and_then(|a| a.to_str()) == Some("doctor") => Some(2),
+        _ => None,
+    }
+}
+
+/// One iptables program family member: installed where, and its `--version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// `iptables-legacy`, `ip6tables-nft`, ...
+    pub name: String,
+    pub family: Family,
+    pub(crate) variant: Variant,
+    /// Whether `-save` and `-restore` are installed too.
+    pub save_and_restore: bool,
+    /// `--version`'s first line, or `None` when the program is not installed.
+    pub version: Option<String>,
+}
+
+/// Whether a variant's tables hold rules in the target namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub program: String,
+    pub family: Family,
+    /// `Ok(n)`: `n` rules (`-A` lines); `Err`: why it could not be read.
+    pub rules: std::result::Result<usize, String>,
+}
+
+/// Everything `doctor` found.
+#[derive(Debug, Clone)]
+pub struct Findings {
+    pub programs: Vec<Program>,
+    pub holdings: Vec<Holding>,
+    /// The backend a run would use: per family for iptables, or native nftables.
+    pub detection: Detection,
+    pub ipv6: std::result::Result<crate::report::Ipv6, String>,
+    /// `/proc/sys/net/ipv6/conf/all/disable_ipv6`.
+    pub ipv6_disabled_by_sysctl: Option<bool>,
+    pub probes: std::result::Result<Probes, String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Detection {
+    NativeNftables,
+    Iptables(Vec<(Family, std::result::Result<IptablesChoice, String>)>),
+}
+
+/// Runs `doctor` with argv (program name first, the `doctor` word removed).
+pub fn run(argv: Vec<OsString>, env: &BTreeMap<String, String>, stdout: &mut dyn Write) -> Result<()> {
+    let (run_argv, json) = split_output_flag(argv)?;
+    let flags = match cli::parse(run_argv, env)? {
+        Parsed::Run(flags) => flags,
+        Parsed::Help(text) | Parsed::Version(text) => return stdout.write_all(text.as_bytes()).map_err(Error::Stdout),
+    };
+    let level = crate::logging::parse_output_level(&flags.log_output_level.value)?;
+    crate::logging::init(level, flags.log_as_json.value);
+    let namespace = &flags.network_namespace.value;
+    if !namespace.is_empty() {
+        crate::exec::netns::enter(std::path::Path::new(namespace))?;
+    }
+    let config = HostFacts::read(&Config::host_needs(&flags, env), &HostPaths::default())
+        .and_then(|host| Config::build(&flags, env, &host));
+    let findings = examine(&flags, env, config.as_ref().map_err(ToString::to_string));
+    let text = if json { output::json(&findings) } else { output::text(&findings) };
+    stdout.write_all(text.as_bytes()).map_err(Error::Stdout)
+}
+
+/// Takes `--output text|json` (or `--output=…`) out of argv; the rest are run flags.
+fn split_output_flag(argv: Vec<OsString>) -> Result<(Vec<OsString>, bool)> {
+    let mut run = Vec::with_capacity(argv.len());
+    let mut output = None;
+    let mut args = argv.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        if text == "--" {
+            run.push(arg);
+            run.extend(args.by_ref());
+            break;
+        }
+        if let Some(value) = text.strip_prefix("--output=") {
+            output = Some(value.to_string());
+        } else if text == "--output" {
+            output = Some(args.next().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default());
+        } else {
+            let takes_next = crate::explain::packet::run_flag_takes_next_value(&text);
+            run.push(arg);
+            if takes_next {
+                run.extend(args.next());
+            }
+        }
+    }
+    match output.as_deref() {
+        None | Some("text") => Ok((run, false)),
+        Some("json") => Ok((run, true)),
+        Some(other) => Err(Error::invalid("--output", other, "expected text or json")),
+    }
+}
+
+const VARIANTS: [(Family, Variant, &str); 4] = [
+    (Family::V4, Variant::Legacy, "iptables-legacy"),
+    (Family::V4, Variant::Nft, "iptables-nft"),
+    (Family::V6, Variant::Legacy, "ip6tables-legacy"),
+    (Family::V6, Variant::Nft, "ip6tables-nft"),
+];
+
+fn examine(
+    flags: &cli::Flags,
+    env: &BTreeMap<String, String>,
+    config: std::result::Result<&Config, String>,
+) -> Findings {
+    let runner = Runner::default();
+    let programs: Vec<Program> = VARIANTS
+        .iter()
+        .map(|&(family, variant, name)| {
+            let version = installed(name)
+                .then(|| runner.run(name, &["--version"], None, None).unwrap_or_else(|e| e.xtables_text()))
+                .map(|out| out.lines().next().unwrap_or_default().trim().to_string());
+            let save_and_restore = installed(&format!("{name}-save")) && installed(&format!("{name}-restore"));
+            Program { name: name.to_string(), family, variant, save_and_restore, version }
+        })
+        .collect();
+    let holdings = programs.iter().filter(|p| p.save_and_restore).map(|p| holding(&runner, p)).collect();
+    let native = config.as_ref().map(|c| c.native_nftables).unwrap_or(flags.native_nftables.value);
+    let detection = if native {
+        Detection::NativeNftables
+    } else {
+        let forced = config.as_ref().ok().and_then(|c| c.force_iptables_binary);
+        let ipv6 = config.as_ref().map(|c| c.enable_ipv6).unwrap_or(false);
+        let families: &[Family] = if ipv6 { &[Family::V4, Family::V6] } else { &[Family::V4] };
+        Detection::Iptables(
+            families
+                .iter()
+                .map(|&family| {
+                    let choice = crate::exec::iptables::detect_only(family, forced).map_err(|e| e.to_string());
+                    (family, choice)
+                })
+                .collect(),
+        )
+    };
+    let ipv6 = config.map(|c| crate::report::ipv6(flags, c));
+    let ipv6_disabled_by_sysctl =
+        std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").ok().map(|value| value.trim() == "1");
+    let variants =
+        programs.iter().filter(|p| p.save_and_restore).map(|p| (p.name.clone(), p.variant, p.family)).collect();
+    let plan = config_plan(flags, env);
+    let probes = probe::run(variants, plan);
+    Findings { programs, holdings, detection, ipv6, ipv6_disabled_by_sysctl, probes }
+}
+
+/// The plan whose native nftables ruleset the probe commits: this configuration's, with IPv6
+/// on so that both families' rules are tried (a configuration that does not load yields none).
+fn config_plan(flags: &cli::Flags, env: &BTreeMap<String, String>) -> Option<Plan> {
+    let mut flags = flags.clone();
+    flags.enable_inbound_ipv6.value = Some(true);
+    let host = HostFacts::read(&Config::host_needs(&flags, env), &HostPaths::default()).ok()?;
+    Config::build(&flags, env, &host).ok().map(|config| Plan::build(&config))
+}
+
+/// Reads a variant's rules in the target namespace, without creating anything: a variant with
+/// no table listed is empty, otherwise its `-save` is counted.
+fn holding(runner: &Runner, program: &Program) -> Holding {
+    let rules = if kernel_lists_no_tables(program.family, program.variant) {
+        Ok(0)
+    } else {
+        runner
+            .run(&format!("{}-save", program.name), &[], None, None)
+            .map(|saved| saved.lines().filter(|line| line.starts_with("-A ")).count())
+            .map_err(|e| e.xtables_text())
+    };
+    Holding { program: program.name.clone(), family: program.family, rules }
+}
+
+/// Whether `program` is an executable file in a `PATH` directory.
+fn installed(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
