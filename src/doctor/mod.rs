@@ -209,3 +209,87 @@ fn installed(program: &str) -> bool {
         std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::journal::Evidence;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        std::iter::once("istio-iptables").chain(args.iter().copied()).map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_doctor_word_is_found_as_explain_is() {
+        assert_eq!(subcommand_position(&argv(&["doctor"])), Some(1));
+        assert_eq!(subcommand_position(&argv(&["istio-iptables", "doctor", "-p", "1"])), Some(2));
+        assert_eq!(subcommand_position(&argv(&["-p", "doctor"])), None, "a flag's value is not a subcommand");
+    }
+
+    #[test]
+    fn output_is_taken_out_and_run_flags_keep_their_values() {
+        let (run, json) = split_output_flag(argv(&["-p", "--output", "--output", "json", "-z", "1"])).unwrap();
+        assert!(json);
+        assert_eq!(run, argv(&["-p", "--output", "-z", "1"]));
+        let (_, json) = split_output_flag(argv(&["--output=text"])).unwrap();
+        assert!(!json);
+        let err = split_output_flag(argv(&["--output=yaml"])).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(err.to_string().contains("--output"), "{err}");
+    }
+
+    fn findings() -> Findings {
+        let choice = IptablesChoice {
+            family: Family::V4,
+            program: "iptables-legacy".into(),
+            variant: "legacy",
+            evidence: Evidence::LegacyHoldsRules,
+        };
+        Findings {
+            programs: vec![Program {
+                name: "iptables-legacy".into(),
+                family: Family::V4,
+                variant: Variant::Legacy,
+                save_and_restore: true,
+                version: Some("iptables v1.8.9 (legacy)".into()),
+            }],
+            holdings: vec![Holding { program: "iptables-legacy".into(), family: Family::V4, rules: Ok(18) }],
+            detection: Detection::Iptables(vec![(Family::V4, Ok(choice)), (Family::V6, Err("no \"ip6tables\"".into()))]),
+            ipv6: Err("no valid local IP address found".into()),
+            ipv6_disabled_by_sysctl: Some(false),
+            probes: Ok(Probes {
+                iptables: vec![FeatureProbe {
+                    program: "iptables-legacy".into(),
+                    family: Family::V4,
+                    feature: "TPROXY",
+                    failure: Some("iptables-restore: line 4 failed\n".into()),
+                }],
+                nftables_inet: Some(None),
+            }),
+        }
+    }
+
+    #[test]
+    fn json_output_is_one_object_with_every_finding() {
+        let text = output::json(&findings());
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(json["programs"][0]["version"], "iptables v1.8.9 (legacy)");
+        assert_eq!(json["rules"][0]["rules"], 18);
+        assert_eq!(json["detection"]["families"][0]["choice"]["evidence"], "legacy tables hold rules");
+        assert_eq!(json["detection"]["families"][1]["choice"]["error"], "no \"ip6tables\"");
+        assert_eq!(json["ipv6"]["error"], "no valid local IP address found");
+        assert_eq!(json["probes"]["iptables"][0]["result"]["usable"], false);
+        assert_eq!(json["probes"]["iptables"][0]["result"]["error"], "iptables-restore: line 4 failed");
+        assert_eq!(json["probes"]["nftables_inet"]["usable"], true);
+    }
+
+    #[test]
+    fn text_output_says_what_a_run_would_use_and_what_is_missing() {
+        let text = output::text(&findings());
+        assert!(text.contains("  ipv4               iptables-legacy (legacy tables hold rules)\n"), "{text}");
+        assert!(text.contains("TPROXY           NOT usable: iptables-restore: line 4 failed\n"), "{text}");
+        assert!(text.contains("iptables-legacy    18 rules\n"), "{text}");
+        let unprobed = Findings { probes: Err("cannot create a throwaway network namespace".into()), ..findings() };
+        assert!(output::text(&unprobed).contains("not probed: cannot create a throwaway network namespace"));
+    }
+}
