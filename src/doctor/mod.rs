@@ -78,13 +78,18 @@ pub enum Detection {
 
 /// Runs `doctor` with argv (program name first, the `doctor` word removed).
 pub fn run(argv: Vec<OsString>, env: &BTreeMap<String, String>, stdout: &mut dyn Write) -> Result<()> {
-    let (run_argv, json) = split_output_flag(argv)?;
+    // A bad --output is reported once logging is up, like any other failure of a run.
+    let (run_argv, json) = match split_output_flag(argv.clone()) {
+        Ok((run_argv, json)) => (run_argv, Ok(json)),
+        Err(err) => (argv.into_iter().take(1).collect(), Err(err)),
+    };
     let flags = match cli::parse(run_argv, env)? {
         Parsed::Run(flags) => flags,
         Parsed::Help(text) | Parsed::Version(text) => return stdout.write_all(text.as_bytes()).map_err(Error::Stdout),
     };
     let level = crate::logging::parse_output_level(&flags.log_output_level.value)?;
     crate::logging::init(level, flags.log_as_json.value);
+    let json = json?;
     let namespace = &flags.network_namespace.value;
     if !namespace.is_empty() {
         crate::exec::netns::enter(std::path::Path::new(namespace))?;
@@ -254,7 +259,10 @@ mod tests {
                 version: Some("iptables v1.8.9 (legacy)".into()),
             }],
             holdings: vec![Holding { program: "iptables-legacy".into(), family: Family::V4, rules: Ok(18) }],
-            detection: Detection::Iptables(vec![(Family::V4, Ok(choice)), (Family::V6, Err("no \"ip6tables\"".into()))]),
+            detection: Detection::Iptables(vec![
+                (Family::V4, Ok(choice)),
+                (Family::V6, Err("no \"ip6tables\"".into())),
+            ]),
             ipv6: Err("no valid local IP address found".into()),
             ipv6_disabled_by_sysctl: Some(false),
             probes: Ok(Probes {

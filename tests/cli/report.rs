@@ -1,4 +1,5 @@
-//! `--report PATH` on the real binary: the JSON object a dry-run and a failed run leave behind.
+//! `--report PATH` on the real binary: the JSON object a dry-run and a failed run leave behind;
+//! and `doctor`'s own argument check.
 
 use std::path::Path;
 
@@ -108,4 +109,13 @@ fn the_report_can_go_to_a_pipe() {
     let json_at = stdout.find("{\n").expect("the report follows the rules");
     let report: Value = serde_json::from_str(&stdout[json_at..]).unwrap();
     assert_eq!(report["action"], "dry-run");
+}
+
+#[test]
+fn doctor_rejects_an_unknown_output_format() {
+    let output = tool().args(["doctor", "--output", "yaml"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid value \"yaml\" for --output: expected text or json"), "{stderr}");
 }
