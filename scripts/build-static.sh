@@ -2,6 +2,8 @@
 # Builds the release binary with glibc linked statically and proves it is usable:
 #
 #   scripts/build-static.sh            # prints the binary's path on the last line
+#   scripts/build-static.sh --deps-only  # only compile with the same target and flags, no checks
+#                                        # (the Dockerfile's cached dependency layer, on stub sources)
 #
 # Why static: the binary runs in minimal init-container images (and, in CNI setups, from the
 # host), so it must not depend on the image's libc. Nothing in it needs NSS, the one part of
@@ -26,6 +28,7 @@ esac
 
 cargo build --release --locked --bin istio-iptables --target "$triple" \
   --config "target.$triple.rustflags = ['-C', 'target-feature=+crt-static']"
+[ "${1:-}" = --deps-only ] && exit 0
 bin="target/$triple/release/istio-iptables"
 
 fail() { echo "build-static: $bin: $*" >&2; exit 1; }

@@ -1,11 +1,13 @@
 //! Golden tests: every file under `testdata/golden/` is one test — the arguments and
-//! environment to run the real binary with, and what it must print. Adding a case means adding
-//! one file; see `testdata/README.md` for the format.
+//! environment to run the real binary with, and what it must print. Every file under
+//! `testdata/explain/` is one test too: a configuration and the packets `istio-iptables explain`
+//! must describe, each with the text it must print. Adding a case means adding one file; see
+//! `testdata/README.md` for both formats.
 //!
-//! Each case is a test named by its path without `.case`: `cargo test --test golden --
-//! upstream/tproxy` runs the cases whose name contains that (`--exact` for just one).
-//! `UPDATE_GOLDEN=1 cargo test --test golden [-- NAME]` rewrites the expected sections from the
-//! current output (review the diff before committing).
+//! Each case is a test named by its path without `.case` (explain cases with an `explain/`
+//! prefix): `cargo test --test golden -- upstream/tproxy` runs the cases whose name contains that
+//! (`--exact` for just one). `UPDATE_GOLDEN=1 cargo test --test golden [-- NAME]` rewrites the
+//! expected sections from the current output (review the diff before committing).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -25,6 +27,27 @@ struct Case {
     stdout: String,
     recording: Option<String>,
     stderr_contains: Vec<String>,
+}
+
+/// An `arg:` or `env:` value with its escapes (`\n`, `\t`, `\r`, `\\`) resolved, so that a case
+/// can pass a value with a control character in it (a line cannot hold a newline).
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('\\') => out.push('\\'),
+            other => panic!("unknown escape \\{} in {value:?}", other.map(String::from).unwrap_or_default()),
+        }
+    }
+    out
 }
 
 fn parse_case(path: &Path) -> Case {
@@ -54,10 +77,10 @@ fn parse_case(path: &Path) -> Case {
                 }
                 let (key, value) = line.split_once(": ").unwrap_or_else(|| (line.trim_end_matches(':'), ""));
                 match key {
-                    "arg" => case.args.push(value.to_string()),
+                    "arg" => case.args.push(unescape(value)),
                     "env" => {
                         let (k, v) = value.split_once('=').expect("env: NAME=VALUE");
-                        case.env.push((k.to_string(), v.to_string()));
+                        case.env.push((k.to_string(), unescape(v)));
                     }
                     "nameserver" => case.nameservers.push(value.to_string()),
                     "exit" => case.exit = value.parse().expect("exit: N"),
@@ -121,11 +144,12 @@ fn run_case(case: &Case) -> Outcome {
     }
 }
 
-fn case_files() -> Vec<PathBuf> {
+/// Every `*.case` file under `root`, sorted.
+fn case_files(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let mut dirs = vec![golden_dir()];
+    let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        for entry in fs::read_dir(&dir).expect("read testdata/golden") {
+        for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.expect("dir entry").path();
             if path.is_dir() {
                 dirs.push(path);
@@ -162,6 +186,11 @@ impl std::fmt::Debug for Text<'_> {
 /// Where the corpus lives; test names are paths relative to it.
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden")
+}
+
+/// Where the explain corpus lives; its test names are `explain/` and the path relative to it.
+fn explain_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/explain")
 }
 
 /// One case: run it, then rewrite it (`UPDATE_GOLDEN`) or compare. Every mismatch is reported,
@@ -212,20 +241,151 @@ fn check_case(path: &Path) -> Result<(), Failed> {
     }
 }
 
-fn main() {
-    let root = golden_dir();
-    let files = case_files();
-    let count = files.len();
-    let mut trials = vec![Trial::test("corpus_is_complete", move || {
-        if count >= 40 {
+/// A configuration for `explain`: the run's `env:`, `arg:` and `nameserver:` lines, as in a
+/// golden case, then packets, each a `--- explain: FLAGS…` line and the text explain prints.
+#[derive(Debug, Default)]
+struct ExplainCase {
+    header: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    nameservers: Vec<String>,
+    packets: Vec<Packet>,
+}
+
+#[derive(Debug)]
+struct Packet {
+    /// The explain flags, whitespace-separated on the section line.
+    flags: String,
+    expected: String,
+}
+
+fn parse_explain_case(path: &Path) -> ExplainCase {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut case = ExplainCase::default();
+    for line in text.split_inclusive('\n') {
+        if let Some(flags) = line.strip_prefix("--- explain:") {
+            case.packets.push(Packet { flags: flags.trim().to_string(), expected: String::new() });
+            continue;
+        }
+        if let Some(packet) = case.packets.last_mut() {
+            packet.expected.push_str(line);
+            continue;
+        }
+        case.header.push_str(line);
+        let line = line.trim_end_matches('\n');
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (key, value) = line.split_once(": ").unwrap_or_else(|| (line.trim_end_matches(':'), ""));
+        match key {
+            "arg" => case.args.push(unescape(value)),
+            "env" => {
+                let (k, v) = value.split_once('=').expect("env: NAME=VALUE");
+                case.env.push((k.to_string(), unescape(v)));
+            }
+            "nameserver" => case.nameservers.push(value.to_string()),
+            other => panic!("{}: unknown key {other:?}", path.display()),
+        }
+    }
+    case
+}
+
+/// `istio-iptables explain` with the case's configuration and one packet's flags, in a clean
+/// environment; `resolv` holds the case's nameservers.
+fn run_explain(case: &ExplainCase, packet: &Packet, resolv: &Path) -> Outcome {
+    let output = Command::new(env!("CARGO_BIN_EXE_istio-iptables"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(case.env.iter().map(|(k, v)| (k, v)))
+        .arg("explain")
+        .arg("--resolv-conf")
+        .arg(resolv)
+        .args(&case.args)
+        .args(packet.flags.split_whitespace())
+        .output()
+        .expect("run istio-iptables explain");
+    Outcome {
+        exit: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        recording: None,
+    }
+}
+
+/// One explain case: every packet must exit 0 and print exactly its expected text. With
+/// `UPDATE_GOLDEN` the expected text is rewritten instead, when every packet exits 0.
+fn check_explain_case(path: &Path) -> Result<(), Failed> {
+    let case = parse_explain_case(path);
+    if case.packets.is_empty() {
+        return Err(format!("{}: no `--- explain:` section", path.display()).into());
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let resolv = dir.path().join("resolv.conf");
+    let lines: String = case.nameservers.iter().map(|s| format!("nameserver {s}\n")).collect();
+    fs::write(&resolv, lines).expect("write resolv.conf");
+    let mut problems = String::new();
+    let mut rewritten = case.header.clone();
+    let mut all_exited_0 = true;
+    for packet in &case.packets {
+        let outcome = run_explain(&case, packet, &resolv);
+        let _ = write!(rewritten, "--- explain: {}\n{}", packet.flags, outcome.stdout);
+        if outcome.exit != 0 {
+            all_exited_0 = false;
+            let _ = writeln!(
+                problems,
+                "[{}]: exit code {} (expected 0); stderr:\n{}",
+                packet.flags, outcome.exit, outcome.stderr
+            );
+        } else if outcome.stdout != packet.expected {
+            let _ = writeln!(
+                problems,
+                "[{}]: stdout differs (< expected, > actual):\n{}",
+                packet.flags,
+                Comparison::new(&Text(&packet.expected), &Text(&outcome.stdout))
+            );
+        }
+    }
+    if std::env::var_os("UPDATE_GOLDEN").is_some() && all_exited_0 {
+        fs::write(path, rewritten).expect("update golden");
+        return Ok(());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.into())
+    }
+}
+
+/// A test that the corpus under `root` has at least `minimum` files, so that a lost folder
+/// fails instead of running nothing.
+fn corpus_is_complete(name: &str, root: &Path, count: usize, minimum: usize) -> Trial {
+    let root = root.display().to_string();
+    Trial::test(name, move || {
+        if count >= minimum {
             Ok(())
         } else {
-            Err(format!("expected the golden corpus, found {count} files").into())
+            Err(format!("expected at least {minimum} case files under {root}, found {count}").into())
         }
-    })];
+    })
+}
+
+fn main() {
+    let root = golden_dir();
+    let files = case_files(&root);
+    let explain_root = explain_dir();
+    let explain_files = case_files(&explain_root);
+    let mut trials = vec![
+        corpus_is_complete("corpus_is_complete", &root, files.len(), 40),
+        // One explain case per upstream capture configuration.
+        corpus_is_complete("explain_corpus_is_complete", &explain_root, explain_files.len(), 28),
+    ];
     trials.extend(files.into_iter().map(|path| {
         let relative = path.strip_prefix(&root).unwrap_or(&path).with_extension("");
         Trial::test(relative.display().to_string(), move || check_case(&path))
+    }));
+    trials.extend(explain_files.into_iter().map(|path| {
+        let relative = path.strip_prefix(&explain_root).unwrap_or(&path).with_extension("");
+        Trial::test(format!("explain/{}", relative.display()), move || check_explain_case(&path))
     }));
     libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }

@@ -13,9 +13,9 @@
 //! configuration's rules under `--cleanup-only`) and prints the restore inputs or transaction
 //! the flow issued, plus upstream's recording. The unit tests in `iptables/flow_tests.rs` drive
 //! the same flow over scripted states and failures, so every decision and rollback path runs
-//! without root. A netlink nf_tables backend is one more implementation of the `nft` method (or
-//! a `commit` beside it); nothing above the seam changes. Routes are skipped in dry-run, as
-//! upstream does.
+//! without root. The netlink nf_tables backend (`crate::nftnl`) is two more methods of the seam
+//! (`nftables_commit`, `nftables_delete`), the default for `--native-nftables`; `nft -f -` stays
+//! behind `ISTIO_NFT_APPLY=nft`. Routes are skipped in dry-run, as upstream does.
 
 mod dry_run;
 mod fake;

@@ -1,6 +1,6 @@
 //! nf_tables expressions for each rule shape, in the order and with the implicit protocol
 //! checks that `nft` 1.0.x generates for the text in `src/render/nft.rs` (checked expression by
-//! expression against `nft --debug=netlink list ruleset` in `tests/kernel_nftnl.rs`).
+//! expression against `nft --debug=netlink list ruleset` in `tests/kernel/nftnl.rs`).
 //!
 //! Registers: everything goes through `NFT_REG_1` (value 1), verdicts through `NFT_REG_VERDICT`
 //! (0), as nft does for single-field matches.

@@ -3,10 +3,10 @@
 //! `nft` resolves `skuid NAME`/`skgid NAME` through libc (NSS); the kernel only takes numbers.
 //! A static binary has no NSS, and the pod's files are what the init container sees anyway.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::OwnerId;
+use crate::error::ReadError;
+use crate::host;
 use crate::plan::Owner;
 
 /// A name that is in neither the numeric form nor the database it belongs to.
@@ -17,16 +17,17 @@ pub struct UnknownName {
     pub name: String,
     pub path: PathBuf,
     #[source]
-    pub source: Option<std::io::Error>,
+    pub source: Option<ReadError>,
 }
 
-/// Resolves names, reading each database at most once per run.
+/// Resolves names, reading each database at most once per run, with the same bounded reader and
+/// line rules as the configuration's `ENVOY_USER` lookup (`crate::host`).
 #[derive(Debug)]
 pub(crate) struct IdResolver {
     passwd: PathBuf,
     group: PathBuf,
-    users: Option<HashMap<String, u32>>,
-    groups: Option<HashMap<String, u32>>,
+    users: Option<String>,
+    groups: Option<String>,
 }
 
 impl IdResolver {
@@ -35,47 +36,25 @@ impl IdResolver {
     }
 
     pub(crate) fn owner(&mut self, owner: &Owner) -> Result<u32, UnknownName> {
-        let (id, kind, path, cache) = match owner {
-            Owner::Uid(id) => (id, "user", &self.passwd, &mut self.users),
-            Owner::Gid(id) => (id, "group", &self.group, &mut self.groups),
+        let (id, kind, path, cache, lookup): (_, _, _, _, fn(&str, &str) -> Option<u32>) = match owner {
+            Owner::Uid(id) => (id, "user", &self.passwd, &mut self.users, host::uid_in_passwd),
+            Owner::Gid(id) => (id, "group", &self.group, &mut self.groups, host::gid_in_group_file),
         };
-        resolve(id, kind, path, cache)
-    }
-}
-
-fn resolve(
-    id: &OwnerId,
-    kind: &'static str,
-    path: &Path,
-    cache: &mut Option<HashMap<String, u32>>,
-) -> Result<u32, UnknownName> {
-    if let Ok(number) = id.as_str().parse::<u32>() {
-        return Ok(number);
-    }
-    let unknown = |source| UnknownName { kind, name: id.as_str().to_string(), path: path.to_path_buf(), source };
-    if cache.is_none() {
-        let text = std::fs::read_to_string(path).map_err(|err| unknown(Some(err)))?;
-        *cache = Some(parse_database(&text));
-    }
-    cache.as_ref().and_then(|names| names.get(id.as_str()).copied()).ok_or_else(|| unknown(None))
-}
-
-/// `name:password:id:...` lines; the first entry of a name wins, as in getpwnam/getgrnam.
-fn parse_database(text: &str) -> HashMap<String, u32> {
-    let mut names = HashMap::new();
-    for line in text.lines() {
-        let mut fields = line.split(':');
-        let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else { continue };
-        if let Ok(id) = id.parse::<u32>() {
-            names.entry(name.to_string()).or_insert(id);
+        if let Ok(number) = id.as_str().parse::<u32>() {
+            return Ok(number);
         }
+        let unknown = |source| UnknownName { kind, name: id.as_str().to_string(), path: path.clone(), source };
+        if cache.is_none() {
+            *cache = Some(host::read_host_file(path).map_err(|err| unknown(Some(err)))?);
+        }
+        cache.as_deref().and_then(|text| lookup(text, id.as_str())).ok_or_else(|| unknown(None))
     }
-    names
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OwnerId;
 
     fn owner_gid(name: &str) -> Owner {
         Owner::Gid(OwnerId::parse("-g", name).unwrap())

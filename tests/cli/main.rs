@@ -5,6 +5,7 @@
 //!   environment combine;
 //! - `bad_input`: the corpus `testdata/bad-input.tsv` of values that must be rejected;
 //! - `docs`: the man page and shell completions `istio-iptables-docs` generates;
+//! - `explain`: `istio-iptables explain`'s errors, and that a plain run is not one;
 //! - `examples`: the Kubernetes examples, Dockerfile and README agree with each other and with
 //!   the binary;
 //! - `report`: the JSON object `--report` writes.
@@ -15,6 +16,7 @@ mod bad_input;
 mod command_line;
 mod docs;
 mod examples;
+mod explain;
 mod report;
 #[path = "../common/sidecar_argv.rs"]
 mod sidecar_argv;

@@ -110,12 +110,15 @@ macro_rules! kernel_tests {
 mod commands;
 mod detect;
 mod doctor;
+mod explain;
 mod harness_smoke;
 mod iptables;
 mod nftables;
+mod nftnl;
 mod report;
 mod rerun;
 mod routes;
+mod safety;
 mod validation;
 
 fn main() {
@@ -123,12 +126,15 @@ fn main() {
         commands::tests(),
         detect::tests(),
         doctor::tests(),
+        explain::tests(),
         harness_smoke::tests(),
         iptables::tests(),
         nftables::tests(),
+        nftnl::tests(),
         report::tests(),
         rerun::tests(),
         routes::tests(),
+        safety::tests(),
         validation::tests(),
     ];
     libtest_mimic::run(&Arguments::from_args(), modules.into_iter().flatten().collect()).exit();

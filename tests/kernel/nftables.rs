@@ -379,7 +379,9 @@ fn failed_apply_keeps_the_previous_ruleset_and_reports_nft_stderr() -> Ran {
     let env = [("ENABLE_INBOUND_IPV6", "false")];
     apply(&ns, &sidecar(), &env);
     let before = ruleset(&ns);
-    let output = run(&ns, &sidecar(), &[env[0], ("ISTIO_OUTBOUND_OWNER_GROUPS", "no-such-group-xyz")]);
+    // The `nft -f -` path: over netlink an unknown group fails before any program runs.
+    let failing_env = [env[0], ("ISTIO_OUTBOUND_OWNER_GROUPS", "no-such-group-xyz"), ("ISTIO_NFT_APPLY", "nft")];
+    let output = run(&ns, &sidecar(), &failing_env);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("nftables run failed: ") && stderr.contains("no-such-group-xyz"), "{stderr}");
@@ -392,7 +394,8 @@ fn missing_nft_says_what_to_install() -> Ran {
     let ns = bare_netns("nonft");
     // `env` sets the empty PATH after `ip netns exec` has been found and has run.
     let mut command = ns.command("/usr/bin/env");
-    command.env_clear().args(["PATH=/nonexistent", "ENABLE_INBOUND_IPV6=false"]);
+    // Only the `nft -f -` fallback needs `nft`; netlink needs no program.
+    command.env_clear().args(["PATH=/nonexistent", "ISTIO_NFT_APPLY=nft", "ENABLE_INBOUND_IPV6=false"]);
     command.arg(support::binary_under_test()).arg("--native-nftables");
     let output = command.args(["-u", "1337"]).output().expect("run istio-iptables");
     let stderr = String::from_utf8_lossy(&output.stderr);

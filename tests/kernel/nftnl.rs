@@ -4,15 +4,27 @@
 //! bytecode (`nft --debug=netlink list ruleset`). Also: unchanged reruns touch nothing, a refused
 //! batch leaves the previous ruleset in place, and the netlink path runs no program at all.
 //!
-//! Needs root, `ip` and `nft`; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require.
-
-mod support;
+//! `NFTNL_SEED` / `NFTNL_CONFIGS` replay or resize the random configurations.
 
 use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use support::Netns;
+use libtest_mimic::Trial;
+
+use crate::support::{self, Netns, Ran};
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![
+        upstream_cases_commit_over_netlink_exactly_what_nft_writes,
+        an_unchanged_rerun_touches_nothing_and_a_changed_one_replaces_the_tables,
+        a_refused_batch_changes_nothing_and_names_the_refused_message,
+        random_configurations_commit_over_netlink_exactly_what_nft_writes,
+        the_netlink_path_runs_no_program_on_a_first_run_or_a_rerun,
+        an_unknown_group_fails_before_anything_is_committed,
+        the_nft_fallback_still_says_what_to_install_when_nft_is_missing,
+    ]
+}
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -157,15 +169,13 @@ fn compare(setup: &Setup) -> bool {
     true
 }
 
-fn kernel_ready() -> bool {
-    support::require_programs_or_skip(&["nft", "ip"])
+/// Root, `ip` and `nft` (the reference path and the listings).
+fn kernel_ready() -> Ran {
+    support::require_programs(&["nft", "ip"])
 }
 
-#[test]
-fn upstream_cases_commit_over_netlink_exactly_what_nft_writes() {
-    if !kernel_ready() {
-        return;
-    }
+fn upstream_cases_commit_over_netlink_exactly_what_nft_writes() -> Ran {
+    kernel_ready()?;
     let mut compared = 0;
     let mut refused = Vec::new();
     for setup in upstream_cases() {
@@ -177,6 +187,7 @@ fn upstream_cases_commit_over_netlink_exactly_what_nft_writes() {
     }
     eprintln!("compared {compared} upstream cases; refused by both (unknown owner names): {refused:?}");
     assert!(compared >= 20, "only {compared} cases applied");
+    Ok(())
 }
 
 fn setup(name: &str, args: &[&str], env: &[(&str, &str)]) -> Setup {
@@ -197,11 +208,8 @@ fn apply_ok(ns: &Netns, setup: &Setup) -> String {
     stderr(&output)
 }
 
-#[test]
-fn an_unchanged_rerun_touches_nothing_and_a_changed_one_replaces_the_tables() {
-    if !kernel_ready() {
-        return;
-    }
+fn an_unchanged_rerun_touches_nothing_and_a_changed_one_replaces_the_tables() -> Ran {
+    kernel_ready()?;
     let ns = Netns::new("nlrerun");
     ns.loopback_up();
     let first = sidecar("first", &["--redirect-dns"]);
@@ -244,6 +252,7 @@ fn an_unchanged_rerun_touches_nothing_and_a_changed_one_replaces_the_tables() {
     let cleanup = sidecar("cleanup", &["--cleanup-only"]);
     apply_ok(&ns, &cleanup);
     assert_eq!(ns.exec_ok("nft", ["list", "ruleset"]), "");
+    Ok(())
 }
 
 /// A table created with `NFT_TABLE_F_OWNER` by a socket the test holds open: only that socket
@@ -313,11 +322,8 @@ impl OwnedTable {
     }
 }
 
-#[test]
-fn a_refused_batch_changes_nothing_and_names_the_refused_message() {
-    if !kernel_ready() {
-        return;
-    }
+fn a_refused_batch_changes_nothing_and_names_the_refused_message() -> Ran {
+    kernel_ready()?;
     let ns = Netns::new("nlatomic");
     ns.loopback_up();
     // No DNS capture: the raw table is not ours.
@@ -339,6 +345,7 @@ fn a_refused_batch_changes_nothing_and_names_the_refused_message() {
     drop(owned);
     let after_without_owned: String = after.split("table inet istio-proxy-raw").next().unwrap_or_default().to_string();
     pretty_assertions::assert_eq!(before, after_without_owned, "the old tables did not survive the refused batch");
+    Ok(())
 }
 
 /// xorshift64*: a small, seedable generator, so a failing configuration can be replayed.
@@ -487,11 +494,8 @@ fn random_setup(rng: &mut Rng, index: usize) -> Setup {
     Setup { name: format!("random #{index}"), args, env, nameservers }
 }
 
-#[test]
-fn random_configurations_commit_over_netlink_exactly_what_nft_writes() {
-    if !kernel_ready() {
-        return;
-    }
+fn random_configurations_commit_over_netlink_exactly_what_nft_writes() -> Ran {
+    kernel_ready()?;
     let seed = std::env::var("NFTNL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
     });
@@ -508,6 +512,7 @@ fn random_configurations_commit_over_netlink_exactly_what_nft_writes() {
     }
     eprintln!("compared {compared} of {count} random configurations (the rest were refused by both paths)");
     assert!(compared * 10 >= count * 9, "too many configurations refused: only {compared} of {count} applied");
+    Ok(())
 }
 
 /// Processes and threads the binary starts, from `strace -f` of one run in `ns`.
@@ -539,11 +544,9 @@ fn spawned_under_strace(ns: &Netns, setup: &Setup) -> (Vec<String>, Output) {
     (spawned, output)
 }
 
-#[test]
-fn the_netlink_path_runs_no_program_on_a_first_run_or_a_rerun() {
-    if !kernel_ready() || !support::require_programs_or_skip(&["strace"]) {
-        return;
-    }
+fn the_netlink_path_runs_no_program_on_a_first_run_or_a_rerun() -> Ran {
+    kernel_ready()?;
+    support::require_programs(&["strace"])?;
     let ns = Netns::new("nlstrace");
     ns.loopback_up();
     let setup =
@@ -554,13 +557,11 @@ fn the_netlink_path_runs_no_program_on_a_first_run_or_a_rerun() {
         assert_eq!(spawned, Vec::<String>::new(), "{run} started processes or threads");
     }
     assert!(ns.exec_ok("nft", ["list", "ruleset"]).contains("tproxy ip to :15006"));
+    Ok(())
 }
 
-#[test]
-fn an_unknown_group_fails_before_anything_is_committed() {
-    if !kernel_ready() {
-        return;
-    }
+fn an_unknown_group_fails_before_anything_is_committed() -> Ran {
+    kernel_ready()?;
     let ns = Netns::new("nlgroup");
     apply_ok(&ns, &sidecar("before", &[]));
     let before = ns.exec_ok("nft", ["-a", "list", "ruleset"]);
@@ -570,13 +571,11 @@ fn an_unknown_group_fails_before_anything_is_committed() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("group \"no-such-group-xyz\" is not listed in /etc/group"), "{}", stderr(&output));
     pretty_assertions::assert_eq!(before, ns.exec_ok("nft", ["-a", "list", "ruleset"]));
+    Ok(())
 }
 
-#[test]
-fn the_nft_fallback_still_says_what_to_install_when_nft_is_missing() {
-    if !kernel_ready() {
-        return;
-    }
+fn the_nft_fallback_still_says_what_to_install_when_nft_is_missing() -> Ran {
+    kernel_ready()?;
     let ns = Netns::new("nlnonft");
     let mut command = std::process::Command::new(support::find_program("ip").unwrap());
     command.args(["netns", "exec", ns.name()]).arg(support::binary_under_test());
@@ -586,4 +585,5 @@ fn the_nft_fallback_still_says_what_to_install_when_nft_is_missing() {
     let with_fallback = command.env("ISTIO_NFT_APPLY", "nft").output().unwrap();
     assert_eq!(with_fallback.status.code(), Some(1));
     assert!(stderr(&with_fallback).contains("the nft binary is missing in the sidecar container image"));
+    Ok(())
 }

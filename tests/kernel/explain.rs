@@ -6,17 +6,21 @@
 //! the connection's zone. Every disagreement is reported with the configuration, the flow and
 //! both answers; there must be none.
 //!
-//! `KERNEL_EXPLAIN_SEED=N` replays a run. Needs root; skipped otherwise unless
-//! ISTIO_IPTABLES_KERNEL_TESTS=require (CI).
-
-mod support;
+//! `KERNEL_EXPLAIN_SEED=N` replays a run.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{Client, Listener, Netns, Topology, TopologyOptions, UdpListener};
+use libtest_mimic::Trial;
+
+use crate::apply_support::Choice;
+use crate::support::{self, Backend, Client, Listener, Netns, Ran, Topology, TopologyOptions, UdpListener};
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![explain_agrees_with_the_kernel: [legacy, nft, native]]
+}
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const OUTBOUND: u16 = 15001;
@@ -33,29 +37,23 @@ const OTHER_GROUP: (u32, u32) = (1000, 2000);
 const FLOW_TIMEOUT: Duration = Duration::from_secs(2);
 const CONFIGS_PER_ENGINE: usize = 4;
 
-/// Which rule set the run installs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Engine {
-    Legacy,
-    IptablesNft,
-    NativeNftables,
+/// The flags that make the run (and explain) install `choice`'s rule set.
+fn backend_flags(choice: Choice) -> &'static [&'static str] {
+    match choice {
+        Choice::Forced(Backend::Legacy) => &["--force-iptables-binary", "legacy"],
+        Choice::Forced(Backend::Nft) => &["--force-iptables-binary", "nft"],
+        Choice::Native => &["--native-nftables"],
+        Choice::Detected => &[],
+    }
 }
 
-impl Engine {
-    fn flags(self) -> &'static [&'static str] {
-        match self {
-            Engine::Legacy => &["--force-iptables-binary", "legacy"],
-            Engine::IptablesNft => &["--force-iptables-binary", "nft"],
-            Engine::NativeNftables => &["--native-nftables"],
-        }
-    }
-
-    fn programs(self) -> &'static [&'static str] {
-        match self {
-            Engine::Legacy => &["iptables-legacy-restore", "ip6tables-legacy-restore"],
-            Engine::IptablesNft => &["iptables-nft-restore", "ip6tables-nft-restore"],
-            Engine::NativeNftables => &["nft"],
-        }
+/// Mixed into the seed so that each backend gets its own configurations from one seed.
+fn seed_salt(choice: Choice) -> u64 {
+    match choice {
+        Choice::Forced(Backend::Legacy) => 0,
+        Choice::Forced(Backend::Nft) => 1,
+        Choice::Native => 2,
+        Choice::Detected => 3,
     }
 }
 
@@ -95,7 +93,7 @@ struct Scenario {
     env: Vec<(String, String)>,
 }
 
-fn random_scenario(rng: &mut Rng, engine: Engine, tproxy: bool, resolv: &str) -> Scenario {
+fn random_scenario(rng: &mut Rng, choice: Choice, tproxy: bool, resolv: &str) -> Scenario {
     let mode = if tproxy { "TPROXY" } else { "REDIRECT" };
     let mut argv: Vec<String> =
         ["-p", "15001", "-z", "15006", "-u", "1337", "-g", "1337", "-m", mode].iter().map(|s| s.to_string()).collect();
@@ -116,7 +114,7 @@ fn random_scenario(rng: &mut Rng, engine: Engine, tproxy: bool, resolv: &str) ->
             argv.push("--capture-all-dns".to_string());
         }
     }
-    argv.extend(engine.flags().iter().map(|s| s.to_string()));
+    argv.extend(backend_flags(choice).iter().map(|s| s.to_string()));
     let mut env = vec![("ENABLE_INBOUND_IPV6".to_string(), rng.pick(&["true", "true", "false"]).to_string())];
     match rng.next() % 4 {
         0 => env.push(("ISTIO_OUTBOUND_OWNER_GROUPS".to_string(), "1000".to_string())),
@@ -421,13 +419,11 @@ fn agrees(
     }
 }
 
-fn differential(engine: Engine) {
-    if !support::require_programs_or_skip(engine.programs()) {
-        return;
-    }
+fn explain_agrees_with_the_kernel(choice: Choice) -> Ran {
+    choice.available()?;
     let seed = seed();
-    eprintln!("kernel_explain {engine:?}: seed {seed} (replay with KERNEL_EXPLAIN_SEED={seed})");
-    let mut rng = Rng(seed ^ engine as u64);
+    eprintln!("kernel_explain {choice:?}: seed {seed} (replay with KERNEL_EXPLAIN_SEED={seed})");
+    let mut rng = Rng(seed ^ seed_salt(choice));
     let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
     let mut zones: BTreeMap<String, usize> = BTreeMap::new();
     let mut disagreements = Vec::new();
@@ -438,7 +434,7 @@ fn differential(engine: Engine) {
         let net = Topology::new(TopologyOptions::dual_stack());
         let servers = format!("nameserver {}\nnameserver {}\n", net.peer_v4.expect("v4"), net.peer_ip_v6());
         std::fs::write(&resolv, servers).expect("write resolv.conf");
-        let scenario = random_scenario(&mut rng, engine, index % 2 == 1, &resolv.to_string_lossy());
+        let scenario = random_scenario(&mut rng, choice, index % 2 == 1, &resolv.to_string_lossy());
         eprintln!("  config {index}: {:?} {}", scenario.env, scenario.argv.join(" "));
         let run = run_binary(&net.app, &scenario, &[], &[]);
         assert!(run.status.success(), "run {scenario:?} failed:\n{}", String::from_utf8_lossy(&run.stderr));
@@ -462,7 +458,7 @@ fn differential(engine: Engine) {
         }
     }
     eprintln!(
-        "kernel_explain {engine:?}: {checked} flows {verdicts:?} zones {zones:?}, {} disagreements",
+        "kernel_explain {choice:?}: {checked} flows {verdicts:?} zones {zones:?}, {} disagreements",
         disagreements.len()
     );
     assert!(
@@ -471,19 +467,5 @@ fn differential(engine: Engine) {
         disagreements.len(),
         disagreements.join("\n")
     );
-}
-
-#[test]
-fn explain_agrees_with_the_kernel_on_iptables_legacy() {
-    differential(Engine::Legacy);
-}
-
-#[test]
-fn explain_agrees_with_the_kernel_on_iptables_nft() {
-    differential(Engine::IptablesNft);
-}
-
-#[test]
-fn explain_agrees_with_the_kernel_on_native_nftables() {
-    differential(Engine::NativeNftables);
+    Ok(())
 }

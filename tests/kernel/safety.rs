@@ -1,11 +1,6 @@
 //! Crash-, race- and input-safety (issue 11) with the real binary in throwaway namespaces:
 //! concurrent runs on one pod serialize on the namespace lock and leave exactly one copy of the
 //! plan; nft reads interface names literally; unbounded or blocking inputs fail fast.
-//!
-//! Needs root; skipped otherwise unless ISTIO_IPTABLES_KERNEL_TESTS=require (CI).
-
-mod apply_support;
-mod support;
 
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -13,53 +8,47 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use apply_support::{rules, sidecar_with, Choice};
-use support::{Backend, Netns};
+use libtest_mimic::Trial;
+
+use crate::apply_support::{self, pod, rules, sidecar_with, Choice};
+use crate::support::{self, Backend, Netns, Ran};
+
+pub fn tests() -> Vec<Trial> {
+    kernel_tests![
+        concurrent_first_runs_converge: [legacy, nft, native],
+        concurrent_reconciles_converge: [legacy, nft, native],
+        a_run_waits_for_the_lock_holder_and_gives_up_with_a_clear_error,
+        a_hanging_restore_is_killed_at_the_deadline,
+        nft_interface_names_are_applied_literally,
+        an_endless_resolv_conf_fails_fast,
+        a_fifo_as_resolv_conf_fails_fast,
+        an_oversized_resolv_conf_fails_fast,
+    ]
+}
 
 /// Runs released at the same moment on one pod.
 const CONCURRENT_RUNS: usize = 8;
 /// Fresh pods per backend; the races the lock closes showed up in about half of the trials.
 const ROUNDS: usize = 10;
 
-/// How a run picks its backend, native nftables included.
-#[derive(Clone, Copy, Debug)]
-enum Flavour {
-    Iptables(Backend),
-    Native,
+/// `base` plus the flags that select `choice`'s backend (`--force-iptables-binary` or
+/// `--native-nftables`); the concurrency tests run the binary without `apply_support::istio`.
+fn with_backend(choice: Choice, base: &[String]) -> Vec<String> {
+    let mut args = base.to_vec();
+    match choice {
+        Choice::Forced(backend) => args.extend(["--force-iptables-binary".into(), backend.name().into()]),
+        Choice::Native => args.push("--native-nftables".into()),
+        Choice::Detected => {}
+    }
+    args
 }
 
-impl Flavour {
-    fn available(self) -> bool {
-        match self {
-            Flavour::Iptables(backend) => Choice::Forced(backend).available(),
-            Flavour::Native => support::require_programs_or_skip(&["nft"]),
-        }
+/// What the pod's netfilter state looks like, reduced to what a configuration decides.
+fn state(choice: Choice, ns: &Netns) -> Vec<String> {
+    match choice {
+        Choice::Native => ns.exec_ok("nft", ["-s", "list", "ruleset"]).lines().map(str::to_string).collect(),
+        _ => rules(ns, choice.backend(), false),
     }
-
-    fn args(self, base: &[String]) -> Vec<String> {
-        let mut args = base.to_vec();
-        match self {
-            Flavour::Iptables(backend) => args.extend(["--force-iptables-binary".into(), backend.name().into()]),
-            Flavour::Native => args.push("--native-nftables".into()),
-        }
-        args
-    }
-
-    /// What the pod's netfilter state looks like, reduced to what a configuration decides.
-    fn state(self, ns: &Netns) -> Vec<String> {
-        match self {
-            Flavour::Iptables(backend) => rules(ns, backend, false),
-            Flavour::Native => ns.exec_ok("nft", ["-s", "list", "ruleset"]).lines().map(str::to_string).collect(),
-        }
-    }
-}
-
-/// A pod namespace as upstream's tests make it: only `lo`, with one non-loopback address so
-/// that IPv6 detection has something to decide on.
-fn pod(tag: &str) -> Netns {
-    let ns = Netns::new(tag);
-    ns.exec_ok("ip", ["addr", "add", "240.240.240.240/32", "dev", "lo"]);
-    ns
 }
 
 fn run(ns: &Netns, args: &[String]) -> Output {
@@ -86,15 +75,13 @@ fn released_together(ns: &Netns, args: &[String]) -> Vec<Output> {
 
 /// Eight first runs at once on a fresh pod, `ROUNDS` times: every run exits 0 and the pod ends
 /// with exactly the rules one run gives it (no wipe by another run's rollback, no duplicates).
-fn concurrent_first_runs_converge(flavour: Flavour) {
-    if !flavour.available() {
-        return;
-    }
-    let args = flavour.args(&sidecar_with(&[]));
+fn concurrent_first_runs_converge(choice: Choice) -> Ran {
+    choice.available()?;
+    let args = with_backend(choice, &sidecar_with(&[]));
     let reference = pod("reference");
     let out = run(&reference, &args);
     assert!(out.status.success(), "reference run failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let expected = flavour.state(&reference);
+    let expected = state(choice, &reference);
     assert!(expected.iter().any(|line| line.contains("15001")), "the reference has no capture: {expected:#?}");
 
     for round in 0..ROUNDS {
@@ -102,43 +89,27 @@ fn concurrent_first_runs_converge(flavour: Flavour) {
         for (i, out) in released_together(&ns, &args).iter().enumerate() {
             assert!(
                 out.status.success(),
-                "{flavour:?} round {round}: run {i} exited {}:\n{}",
+                "{choice:?} round {round}: run {i} exited {}:\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        pretty_assertions::assert_eq!(flavour.state(&ns), expected, "{flavour:?} round {round}");
+        pretty_assertions::assert_eq!(state(choice, &ns), expected, "{choice:?} round {round}");
     }
-}
-
-#[test]
-fn concurrent_first_runs_converge_legacy() {
-    concurrent_first_runs_converge(Flavour::Iptables(Backend::Legacy));
-}
-
-#[test]
-fn concurrent_first_runs_converge_nft() {
-    concurrent_first_runs_converge(Flavour::Iptables(Backend::Nft));
-}
-
-#[test]
-fn concurrent_first_runs_converge_native() {
-    concurrent_first_runs_converge(Flavour::Native);
+    Ok(())
 }
 
 /// A TPROXY pod, then eight `--reconcile` runs to REDIRECT at once, `ROUNDS` times: every run
 /// exits 0 and the rules are exactly a fresh REDIRECT pod's (no wipe, no leftover guardrails).
-fn concurrent_reconciles_converge(flavour: Flavour) {
-    if !flavour.available() {
-        return;
-    }
-    let earlier = flavour.args(&sidecar_with(&[("-m", "TPROXY")]));
-    let now = flavour.args(&sidecar_with(&[]));
+fn concurrent_reconciles_converge(choice: Choice) -> Ran {
+    choice.available()?;
+    let earlier = with_backend(choice, &sidecar_with(&[("-m", "TPROXY")]));
+    let now = with_backend(choice, &sidecar_with(&[]));
     let mut reconcile = now.clone();
     reconcile.push("--reconcile".into());
     let reference = pod("reference");
     assert!(run(&reference, &now).status.success());
-    let expected = flavour.state(&reference);
+    let expected = state(choice, &reference);
 
     for round in 0..ROUNDS {
         let ns = pod("reconcile");
@@ -147,28 +118,14 @@ fn concurrent_reconciles_converge(flavour: Flavour) {
         for (i, out) in released_together(&ns, &reconcile).iter().enumerate() {
             assert!(
                 out.status.success(),
-                "{flavour:?} round {round}: reconcile {i} exited {}:\n{}",
+                "{choice:?} round {round}: reconcile {i} exited {}:\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        pretty_assertions::assert_eq!(flavour.state(&ns), expected, "{flavour:?} round {round}");
+        pretty_assertions::assert_eq!(state(choice, &ns), expected, "{choice:?} round {round}");
     }
-}
-
-#[test]
-fn concurrent_reconciles_converge_legacy() {
-    concurrent_reconciles_converge(Flavour::Iptables(Backend::Legacy));
-}
-
-#[test]
-fn concurrent_reconciles_converge_nft() {
-    concurrent_reconciles_converge(Flavour::Iptables(Backend::Nft));
-}
-
-#[test]
-fn concurrent_reconciles_converge_native() {
-    concurrent_reconciles_converge(Flavour::Native);
+    Ok(())
 }
 
 /// Holds the namespace lock of `ns` from this process, as another run would, until dropped.
@@ -187,14 +144,12 @@ fn hold_lock(ns: &Netns) -> UnixDatagram {
     })
 }
 
-#[test]
-fn a_run_waits_for_the_lock_holder_and_gives_up_with_a_clear_error() {
-    if !Choice::Forced(Backend::Legacy).available() {
-        return;
-    }
+fn a_run_waits_for_the_lock_holder_and_gives_up_with_a_clear_error() -> Ran {
+    let legacy = Choice::Forced(Backend::Legacy);
+    legacy.available()?;
     let ns = pod("held");
     let held = hold_lock(&ns);
-    let args = Flavour::Iptables(Backend::Legacy).args(&sidecar_with(&[]));
+    let args = with_backend(legacy, &sidecar_with(&[]));
     let started = Instant::now();
     let out = Command::new(support::binary_under_test())
         .args(&args)
@@ -223,17 +178,15 @@ fn a_run_waits_for_the_lock_holder_and_gives_up_with_a_clear_error() {
     drop(held);
     let out = run(&ns, &args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
 }
 
 /// A restore that hangs is killed at the command deadline: the run fails (exit 1) within seconds,
 /// says why, and leaves no Istio rule behind, instead of keeping the pod in `Init` forever.
-#[test]
-fn a_hanging_restore_is_killed_at_the_deadline() {
+fn a_hanging_restore_is_killed_at_the_deadline() -> Ran {
     use std::os::unix::fs::PermissionsExt as _;
     let choice = Choice::Forced(Backend::Nft);
-    if !choice.available() {
-        return;
-    }
+    choice.available()?;
     let ns = pod("hang");
     let dir = tempfile::tempdir().expect("temp dir");
     let real = support::find_program("iptables-nft-restore").expect("iptables-nft-restore installed");
@@ -254,7 +207,7 @@ fn a_hanging_restore_is_killed_at_the_deadline() {
         .arg(format!("PATH={path}"))
         .arg("ISTIO_IPTABLES_COMMAND_TIMEOUT=1s")
         .arg(support::binary_under_test())
-        .args(Flavour::Iptables(Backend::Nft).args(&sidecar_with(&[])))
+        .args(with_backend(choice, &sidecar_with(&[])))
         .output()
         .expect("run");
     let took = started.elapsed();
@@ -263,17 +216,15 @@ fn a_hanging_restore_is_killed_at_the_deadline() {
     assert!(took < Duration::from_secs(15), "{took:?}\n{log}");
     assert!(log.contains("did not finish within 1s and was killed"), "{log}");
     assert_eq!(apply_support::istio_leftovers(&ns, Backend::Nft, false), Vec::<String>::new());
+    Ok(())
 }
 
 /// `-c` names nft would misread (`010` as 8, `0x10` as 16, `accept` as a verdict) and the
 /// iptables wildcard, applied with `--native-nftables` and listed back literally.
-#[test]
-fn nft_interface_names_are_applied_literally() {
-    if !Flavour::Native.available() {
-        return;
-    }
+fn nft_interface_names_are_applied_literally() -> Ran {
+    Choice::Native.available()?;
     let ns = pod("ifnames");
-    let args = Flavour::Native.args(&sidecar_with(&[("-c", "010,0x10,accept,eth+,meta")]));
+    let args = with_backend(Choice::Native, &sidecar_with(&[("-c", "010,0x10,accept,eth+,meta")]));
     let out = run(&ns, &args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let listed = ns.exec_ok("nft", ["-s", "list", "ruleset"]);
@@ -286,6 +237,7 @@ fn nft_interface_names_are_applied_literally() {
     // The rerun sees its own rules: nothing to change, exit 0.
     let rerun = run(&ns, &args);
     assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+    Ok(())
 }
 
 /// Runs a dry run with DNS capture reading `resolv_conf`, in at most 1 GiB of address space and
@@ -314,11 +266,13 @@ fn dry_run_with_resolv_conf(resolv_conf: &str) -> (Output, Duration) {
     (child.wait_with_output().expect("output"), started.elapsed())
 }
 
-fn assert_fails_fast_naming(resolv_conf: &str) {
+/// The dry run exits 1 within 3 s, its error names `resolv_conf` and says `reason`, its read
+/// stayed bounded, and it printed no rules.
+fn assert_fails_fast_naming(resolv_conf: &str, reason: &str) {
     let (out, took) = dry_run_with_resolv_conf(resolv_conf);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(resolv_conf), "the error does not name {resolv_conf}: {stderr}");
+    assert!(stderr.contains(&format!("failed to load {resolv_conf}: {reason}")), "not named with why: {stderr}");
     // The address-space limit above only protects this machine: an unbounded read that hits it
     // fails with "out of memory", which a pod's cgroup limit would turn into an OOM kill instead.
     assert!(!stderr.to_ascii_lowercase().contains("out of memory"), "the read was not bounded: {stderr}");
@@ -326,18 +280,27 @@ fn assert_fails_fast_naming(resolv_conf: &str) {
     assert!(out.stdout.is_empty(), "rules printed after a failed read");
 }
 
-#[test]
-#[ignore = "needs the bounded, non-blocking host-file reads of issue 11 item 5 (config branch)"]
-fn an_endless_resolv_conf_fails_fast() {
-    assert_fails_fast_naming("/dev/zero");
+/// A dry run needs no privileges; these are here with the other unbounded-input checks.
+fn an_endless_resolv_conf_fails_fast() -> Ran {
+    assert_fails_fast_naming("/dev/zero", "not a regular file (a character device)");
+    Ok(())
 }
 
-#[test]
-#[ignore = "needs the bounded, non-blocking host-file reads of issue 11 item 5 (config branch)"]
-fn a_fifo_as_resolv_conf_fails_fast() {
+fn a_fifo_as_resolv_conf_fails_fast() -> Ran {
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("resolv.conf");
     let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
     assert!(made.success(), "mkfifo {}", fifo.display());
-    assert_fails_fast_naming(fifo.to_str().expect("utf-8 path"));
+    assert_fails_fast_naming(fifo.to_str().expect("utf-8 path"), "not a regular file (a FIFO)");
+    Ok(())
+}
+
+/// A regular file over the 1 MiB cap for host files (sparse: 1 GiB long, no disk used) is
+/// refused after reading at most the cap.
+fn an_oversized_resolv_conf_fails_fast() -> Ran {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("resolv.conf");
+    std::fs::File::create(&big).and_then(|file| file.set_len(1 << 30)).expect("sparse resolv.conf");
+    assert_fails_fast_naming(big.to_str().expect("utf-8 path"), "larger than the 1048576-byte limit");
+    Ok(())
 }
