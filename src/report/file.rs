@@ -10,10 +10,15 @@ use std::path::{Path, PathBuf};
 /// A regular file (or a path that does not exist yet) gets a temporary file in the same
 /// directory, which is renamed over it. When that cannot work the file is written in place:
 /// `/dev/termination-log` is a regular file bind-mounted by the kubelet (a rename onto a mount
-/// point fails with `EBUSY`) in a directory a non-root container cannot write. A path that is not
-/// a regular file (`/dev/stdout`, a FIFO) is written directly.
+/// point fails with `EBUSY`) in a directory a non-root container cannot write. Anything else is
+/// written directly, through the path: a device or FIFO, and a symlink (`/dev/stderr` is one,
+/// and a rename would replace the link itself, not what it points to).
 pub fn write_report(path: &Path, content: &str) -> io::Result<()> {
-    match fs::metadata(path) {
+    if is_our_stdout_or_stderr(path) {
+        // `--report /dev/stdout > file`: add to what is there (the rules, the logs).
+        return OpenOptions::new().append(true).open(path)?.write_all(content.as_bytes());
+    }
+    match fs::symlink_metadata(path) {
         Ok(meta) if !meta.is_file() => return write_in_place(path, content),
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -24,6 +29,17 @@ pub fn write_report(path: &Path, content: &str) -> io::Result<()> {
             io::Error::new(in_place.kind(), format!("{in_place} (writing a temporary file and renaming it: {atomic})"))
         }),
     }
+}
+
+/// Whether `path` is the file our stdout or stderr writes to (`/dev/stdout`, `/proc/self/fd/2`,
+/// or the file they were redirected to), which must not be truncated or replaced.
+fn is_our_stdout_or_stderr(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = fs::metadata(path) else { return false };
+    ["/proc/self/fd/1", "/proc/self/fd/2"]
+        .into_iter()
+        .filter_map(|fd| fs::metadata(fd).ok())
+        .any(|ours| (ours.dev(), ours.ino()) == (target.dev(), target.ino()))
 }
 
 fn write_in_place(path: &Path, content: &str) -> io::Result<()> {
@@ -87,6 +103,18 @@ mod tests {
         write_report(&path, "new\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
         assert!(taken.is_dir(), "a temporary name this run did not create is left alone");
+    }
+
+    #[test]
+    fn a_symlink_is_written_through_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target.json");
+        let link = dir.path().join("link.json");
+        fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_report(&link, "{}\n").unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "{}\n");
     }
 
     #[test]

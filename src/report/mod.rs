@@ -190,7 +190,7 @@ fn backend_json(backend: &Backend) -> String {
                     )
                 })
                 .collect();
-            format!("{{\"kind\": \"iptables\", \"families\": {}}}", list(&entries, "      "))
+            format!("{{\"kind\": \"iptables\", \"families\": [{}]}}", entries.join(", "))
         }
         Backend::IptablesDryRun => {
             "{\"kind\": \"iptables\", \"families\": [], \"evidence\": \"dry-run: nothing detected, upstream's stub program names\"}"
@@ -219,8 +219,8 @@ fn rules_json(rules: &Rules) -> String {
         .collect();
     let total: usize = rules.counts.values().sum();
     format!(
-        "{{\"total\": {total}, \"counts\": {}, \"sha256\": \"{}\", \"hashed\": {}}}",
-        list(&counts, "      "),
+        "{{\"total\": {total}, \"counts\": [{}], \"sha256\": \"{}\", \"hashed\": {}}}",
+        counts.join(", "),
         rules.sha256,
         json_quote(rules.hashed)
     )

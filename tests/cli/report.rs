@@ -119,3 +119,26 @@ fn doctor_rejects_an_unknown_output_format() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("invalid value \"yaml\" for --output: expected text or json"), "{stderr}");
 }
+
+#[test]
+fn a_report_to_redirected_stdout_follows_the_rules() {
+    // `--report /dev/stdout > file`: the report is added after the rules, which stay.
+    let dir = tempfile::tempdir().unwrap();
+    let captured = dir.path().join("stdout.txt");
+    let file = std::fs::File::create(&captured).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_istio-iptables"))
+        .env_clear()
+        .env("ENABLE_INBOUND_IPV6", "false")
+        .args(sidecar_argv_with(&["--dry-run", "--report", "/dev/stdout"]))
+        .stdout(file)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stdout = std::fs::read_to_string(&captured).unwrap();
+    assert!(stdout.starts_with("# iptables-restore --noflush\n"), "{stdout}");
+    let json_at = stdout.find("{\n").expect("the report follows the rules");
+    let report: Value = serde_json::from_str(&stdout[json_at..]).unwrap();
+    assert_eq!(report["rules"]["sha256"], sha256_hex(&rules_of(&stdout.as_bytes()[..json_at])));
+    assert!(std::fs::symlink_metadata("/dev/stdout").map(|m| m.file_type().is_symlink()).unwrap_or(true));
+}
