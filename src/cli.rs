@@ -267,6 +267,10 @@ define_flags! {
         long: "resolv-conf", default: "/etc/resolv.conf", group: Extension,
         help: "The resolv.conf file whose nameservers DNS capture redirects (a regular file of at most 1 MiB)",
     }
+    Report report: String {
+        long: "report", default: "", env: "ISTIO_IPTABLES_REPORT", group: Extension,
+        help: "After the run, successful or not, write one JSON object describing it (backend and why, action, rule counts and hash, programs run, warnings, error) to this file; /dev/termination-log shows it in kubectl describe pod",
+    }
     LogOutputLevel log_output_level: String {
         long: "log_output_level", default: "default:info", group: Logging,
         help: "Comma-separated minimum per-scope logging level of messages to output, in the form of <scope>:<level>,<scope>:<level>,... where scope can be one of [default] and level can be one of [debug, info, warn, error, fatal, none]",

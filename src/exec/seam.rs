@@ -122,6 +122,7 @@ impl Netfilter for System {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_error)?;
+        super::journal::record_subprocess(&path.display().to_string(), args);
         let output = super::process::feed_and_wait(child, stdin).map_err(spawn_error)?;
         Ok(ProgramOutput {
             success: output.status.success(),

@@ -110,11 +110,13 @@ macro_rules! kernel_tests {
 mod check;
 mod commands;
 mod detect;
+mod doctor;
 mod explain;
 mod harness_smoke;
 mod iptables;
 mod nftables;
 mod nftnl;
+mod report;
 mod rerun;
 mod rerun_verdict;
 mod routes;
@@ -126,11 +128,13 @@ fn main() {
         check::tests(),
         commands::tests(),
         detect::tests(),
+        doctor::tests(),
         explain::tests(),
         harness_smoke::tests(),
         iptables::tests(),
         nftables::tests(),
         nftnl::tests(),
+        report::tests(),
         rerun::tests(),
         rerun_verdict::tests(),
         routes::tests(),
