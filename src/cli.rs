@@ -275,6 +275,10 @@ define_flags! {
         long: "lock-timeout", default: "30s", env: "ISTIO_IPTABLES_LOCK_TIMEOUT", group: Extension,
         help: "How long to wait while another run programs the same network namespace (Go duration; 0: the default)",
     }
+    Report report: String {
+        long: "report", default: "", env: "ISTIO_IPTABLES_REPORT", group: Extension,
+        help: "After the run, successful or not, write one JSON object describing it (backend and why, action, rule counts and hash, programs run, warnings, error) to this file; /dev/termination-log shows it in kubectl describe pod",
+    }
     LogOutputLevel log_output_level: String {
         long: "log_output_level", default: "default:info", group: Logging,
         help: "Comma-separated minimum per-scope logging level of messages to output, in the form of <scope>:<level>,<scope>:<level>,... where scope can be one of [default] and level can be one of [debug, info, warn, error, fatal, none]",

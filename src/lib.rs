@@ -9,6 +9,7 @@ mod capabilities;
 pub mod chains;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod explain;
@@ -21,6 +22,8 @@ pub mod netns_lock;
 pub mod nftnl;
 pub mod plan;
 pub mod render;
+pub mod report;
+pub mod subcommand;
 pub mod validation;
 
 use std::collections::BTreeMap;
@@ -31,6 +34,7 @@ use cli::Parsed;
 use config::Config;
 pub use error::{Error, Result};
 use host::{HostFacts, HostPaths};
+use subcommand::Subcommand;
 
 /// Runs the tool: parse, load the configuration, then print or apply the rules.
 pub fn run<I, T>(argv: I, env: &BTreeMap<String, String>, stdout: &mut dyn Write) -> Result<()>
@@ -38,32 +42,52 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-    if let Some(at) = explain::packet::subcommand_position(&argv) {
-        let mut argv = argv;
-        argv.remove(at);
-        return explain::run(argv, env, stdout);
+    let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    let subcommand = subcommand::take(&mut argv);
+    match subcommand {
+        Some(Subcommand::Explain) => return explain::run(argv, env, stdout),
+        Some(Subcommand::Doctor) => return doctor::run(argv, env, stdout),
+        Some(Subcommand::Check) | None => {}
     }
-    let check_at = check_position(&argv);
-    let argv = match check_at {
-        Some(at) => argv.into_iter().enumerate().filter(|(i, _)| *i != at).map(|(_, a)| a).collect(),
-        None => argv,
-    };
     let mut flags = match cli::parse(argv, env)? {
         Parsed::Run(flags) => flags,
         Parsed::Help(text) | Parsed::Version(text) => {
             return stdout.write_all(text.as_bytes()).map_err(Error::Stdout);
         }
     };
-    if check_at.is_some() {
+    if subcommand == Some(Subcommand::Check) {
         // Read-only whatever `--dry-run` says, and always about the live namespace (which a
-        // dry run would not enter).
+        // dry run would not enter). No lock, no rule stage, no validation.
         flags.dry_run.value = false;
         let config = configure(&flags, env)?;
-        // No lock, no rule stage, no validation.
         return exec::check(&config, stdout);
     }
-    let config = configure(&flags, env)?;
+    // A fresh journal: a caller (a test) may run twice on one thread.
+    exec::journal::take();
+    let started = std::time::Instant::now();
+    let mut config = None;
+    let result = run_configured(&flags, env, stdout, &mut config);
+    let report_path = &flags.report.value;
+    if !report_path.is_empty() {
+        let journal = exec::journal::take();
+        let report = report::RunReport::new(&flags, config.as_ref(), &result, journal, started.elapsed());
+        // The report describes the run; failing to write it does not change the run's outcome
+        // (a pod whose rules are in place must not stay in Init over a diagnostic file).
+        if let Err(e) = report::write_report(std::path::Path::new(report_path), &report.to_json()) {
+            tracing::warn!("could not write the run report to {report_path}: {e}");
+        }
+    }
+    result
+}
+
+/// A run after parsing; `config` holds the configuration once it is built (for the report).
+fn run_configured(
+    flags: &cli::Flags,
+    env: &BTreeMap<String, String>,
+    stdout: &mut dyn Write,
+    config: &mut Option<Config>,
+) -> Result<()> {
+    let config = config.insert(configure(flags, env)?);
     // Validation follows a successful rule stage, or stands alone with --skip-rule-apply (the
     // CNI `istio-validation` container); a failed rule stage never reaches it.
     // One run at a time per network namespace, from reading the state to the last route; a
@@ -74,22 +98,12 @@ where
     let lock = (!config.dry_run && !config.skip_rule_apply)
         .then(|| netns_lock::acquire(&flags.network_namespace.value, config.lock_timeout))
         .transpose()?;
-    exec::execute(&config, stdout)?;
+    exec::execute(config, stdout)?;
     drop(lock);
     if config.run_validation {
-        validation::run(&config)?;
+        validation::run(config)?;
     }
     Ok(())
-}
-
-/// Where the `check` word sits (an extension; upstream takes no positional arguments): right
-/// after the program name, or after a leading `istio-iptables` word, as for `explain`.
-fn check_position(argv: &[OsString]) -> Option<usize> {
-    match argv.get(1).and_then(|a| a.to_str()) {
-        Some("check") => Some(1),
-        Some("istio-iptables") if argv.get(2).and_then(|a| a.to_str()) == Some("check") => Some(2),
-        _ => None,
-    }
 }
 
 /// What every command does before it looks at rules: logging as the flags say, the target

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -35,13 +36,32 @@ pub fn parse_output_level(spec: &str) -> Result<Option<Level>> {
 }
 
 /// Installs the global subscriber; a second call (tests running `run` twice) is a no-op.
+/// Warnings are also collected for the run report, whatever the output level.
 pub fn init(level: Option<Level>, json: bool) {
-    let Some(level) = level else { return };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .event_format(IstioFormat { json })
-        .try_init();
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let stderr = level.map(|level| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .event_format(IstioFormat { json })
+            .with_filter(LevelFilter::from_level(level))
+    });
+    let warnings = WarningCollector.with_filter(LevelFilter::WARN);
+    let _ = tracing_subscriber::registry().with(stderr).with(warnings).try_init();
+}
+
+/// Adds every WARN event's message to the run's journal (`exec::journal`), for `--report`.
+struct WarningCollector;
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for WarningCollector {
+    fn on_event(&self, event: &Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() != Level::WARN {
+            return;
+        }
+        let mut message = Message::default();
+        event.record(&mut message);
+        crate::exec::journal::record(|journal| journal.warnings.push(message.0));
+    }
 }
 
 struct IstioFormat {

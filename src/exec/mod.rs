@@ -21,6 +21,7 @@ pub(crate) mod check;
 mod dry_run;
 mod fake;
 pub(crate) mod iptables;
+pub mod journal;
 pub(crate) mod netlink;
 pub mod netns;
 mod nftables;
@@ -67,6 +68,8 @@ pub fn execute(config: &Config, stdout: &mut dyn Write) -> Result<()> {
     } else if config.native_nftables {
         let transaction = if config.cleanup_only { nft::cleanup_transaction() } else { nft::apply_transaction(&plan) };
         nftables::apply(&system, &transaction)?;
+        // `nft -f -` deletes and rebuilds the tables whatever was there.
+        journal::record_action(if config.cleanup_only { journal::Action::CleanedUp } else { journal::Action::Applied });
         tracing::info!("nftables rules programmed:\n{transaction} \n");
     } else {
         iptables::apply(iptables::Settings::of(config), &plan, &system)?;

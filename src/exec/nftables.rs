@@ -8,6 +8,7 @@ use crate::nftnl::Outcome as NftOutcome;
 use crate::plan::Plan;
 use crate::render::nft;
 
+use super::journal::{self, Action};
 use super::seam::{Netfilter, ProgramOutput};
 
 /// Probes `nft` and commits `transaction`: the plan's, or with `--cleanup-only` the deletion of
@@ -27,11 +28,18 @@ pub(super) fn apply_over_netlink(netfilter: &dyn Netfilter, plan: &Plan, cleanup
     if cleanup_only {
         netfilter.nftables_delete().map_err(Error::NftNetlink)?;
         tracing::info!("nftables istio tables removed (netlink)");
+        journal::record_action(Action::CleanedUp);
         return Ok(());
     }
     match netfilter.nftables_commit(plan).map_err(Error::NftNetlink)? {
-        NftOutcome::Unchanged => tracing::info!("nftables rules already in place, nothing changed"),
+        NftOutcome::Unchanged => {
+            tracing::info!("nftables rules already in place, nothing changed");
+            journal::record_action(Action::Unchanged);
+        }
         NftOutcome::Replaced => {
+            let mut replaced = false;
+            journal::record(|journal| replaced = journal.nftables_tables_existed);
+            journal::record_action(if replaced { Action::Reconciled } else { Action::Applied });
             // The same ruleset as this transaction (only existing tables are deleted over netlink).
             tracing::info!("nftables rules programmed over netlink, as nft text:\n{} \n", nft::apply_transaction(plan));
         }

@@ -126,6 +126,7 @@ impl Netfilter for System {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_error)?;
+        super::journal::record_subprocess(&path.display().to_string(), args);
         let output = super::process::feed_and_wait(child, stdin, self.runner.command_timeout()).map_err(spawn_error)?;
         Ok(ProgramOutput {
             success: output.status.success(),

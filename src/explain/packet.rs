@@ -87,16 +87,6 @@ pub const EXPLAIN_FLAGS: [(&str, &str); 9] = [
 /// An explain flag as given: its name and raw value.
 pub type FlagValue = (&'static str, String);
 
-/// Where the `explain` word sits in argv: right after the program name, or after a leading
-/// `istio-iptables` word (the form `pilot-agent istio-iptables` style wrappers pass).
-pub fn subcommand_position(argv: &[OsString]) -> Option<usize> {
-    match argv.get(1).and_then(|a| a.to_str()) {
-        Some("explain") => Some(1),
-        Some("istio-iptables") if argv.get(2).and_then(|a| a.to_str()) == Some("explain") => Some(2),
-        _ => None,
-    }
-}
-
 /// Splits argv (program name first, `explain` word already removed) into the run's argv and
 /// the raw explain flag values, in the order given (the last occurrence wins, as for run flags).
 pub fn split_argv(argv: Vec<OsString>) -> Result<(Vec<OsString>, Vec<FlagValue>), BadPacket> {
@@ -141,7 +131,7 @@ fn explain_flag(arg: &str) -> Option<(&'static str, Option<String>)> {
 }
 
 /// Whether a run-flag token (`--envoy-port`, `-p`, `-np`) leaves its value to the next argument.
-fn run_flag_takes_next_value(arg: &str) -> bool {
+pub(crate) fn run_flag_takes_next_value(arg: &str) -> bool {
     let takes_value = |kind: Kind| !matches!(kind, Kind::Bool | Kind::OptionalBool);
     if let Some(long) = arg.strip_prefix("--") {
         return !long.contains('=') && FLAGS.iter().any(|d| d.long == long && takes_value(d.kind));
@@ -252,14 +242,6 @@ mod tests {
     fn parse_args(args: &[&str]) -> Result<ExplainArgs, BadPacket> {
         let (_, values) = split_argv(os(args))?;
         parse(&values)
-    }
-
-    #[test]
-    fn the_subcommand_word_is_found_after_the_program_or_an_istio_iptables_word() {
-        assert_eq!(subcommand_position(&os(&["x", "explain"])), Some(1));
-        assert_eq!(subcommand_position(&os(&["x", "istio-iptables", "explain"])), Some(2));
-        assert_eq!(subcommand_position(&os(&["x", "istio-iptables", "-p", "1"])), None);
-        assert_eq!(subcommand_position(&os(&["x", "-p", "explain"])), None);
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub fn apply(plan: &Plan, options: &Options) -> Result<Outcome, NftnlError> {
             return Ok(Outcome::Unchanged);
         }
         let names: Vec<&'static str> = present.iter().map(|t| t.name).collect();
+        let existed = !names.is_empty();
+        crate::exec::journal::record(|journal| journal.nftables_tables_existed = existed);
         match commit(&mut socket, ruleset::batch(&tables, &names)) {
             Err(NftnlError::Refused { errno: Errno::EEXIST, .. }) if attempt == 1 => continue,
             result => return result.map(|()| Outcome::Replaced),

@@ -7,7 +7,8 @@
 //! - `docs`: the man page and shell completions `istio-iptables-docs` generates;
 //! - `explain`: `istio-iptables explain`'s errors, and that a plain run is not one;
 //! - `examples`: the Kubernetes examples, Dockerfile and README agree with each other and with
-//!   the binary.
+//!   the binary;
+//! - `report`: the JSON object `--report` writes.
 //!
 //! `cargo test --test cli -- docs::` runs one module, `cargo test --test cli -- version` one test.
 
@@ -16,5 +17,6 @@ mod command_line;
 mod docs;
 mod examples;
 mod explain;
+mod report;
 #[path = "../common/sidecar_argv.rs"]
 mod sidecar_argv;

@@ -111,12 +111,14 @@ mod check;
 mod commands;
 mod crash;
 mod detect;
+mod doctor;
 mod explain;
 mod guardrails;
 mod harness_smoke;
 mod iptables;
 mod nftables;
 mod nftnl;
+mod report;
 mod rerun;
 mod rerun_verdict;
 mod routes;
@@ -129,12 +131,14 @@ fn main() {
         commands::tests(),
         crash::tests(),
         detect::tests(),
+        doctor::tests(),
         explain::tests(),
         guardrails::tests(),
         harness_smoke::tests(),
         iptables::tests(),
         nftables::tests(),
         nftnl::tests(),
+        report::tests(),
         rerun::tests(),
         rerun_verdict::tests(),
         routes::tests(),

@@ -177,6 +177,7 @@ impl Runner {
             Err((_, e)) => Err(e),
         };
         let child = spawned.map_err(|e| failed(Some(e), None, String::new()))?;
+        crate::exec::journal::record_subprocess(program, args);
         let output = crate::exec::process::feed_and_wait(child, stdin, self.command_timeout);
         let output = output.map_err(|e| failed(Some(e), None, String::new()))?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();

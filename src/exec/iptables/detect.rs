@@ -15,6 +15,7 @@
 
 use crate::config::IptablesBackend;
 use crate::error::Error;
+use crate::exec::journal::{self, Evidence, IptablesChoice};
 use crate::exec::netlink::{self, Message, Socket};
 use crate::exec::seam::Netfilter;
 use crate::plan::Family;
@@ -47,43 +48,66 @@ pub(crate) fn detect(
     forced: Option<IptablesBackend>,
     runner: &dyn Netfilter,
 ) -> Result<Detected, Error> {
-    let mut detected = choose(family, forced, runner)?;
+    detect_with_evidence(family, forced, runner).map(|(detected, _)| detected)
+}
+
+/// [`detect`], also returning the choice and its evidence (which it records in the journal).
+pub(crate) fn detect_with_evidence(
+    family: Family,
+    forced: Option<IptablesBackend>,
+    runner: &dyn Netfilter,
+) -> Result<(Detected, IptablesChoice), Error> {
+    let (mut detected, evidence) = choose(family, forced, runner)?;
     // The lock argument depends on the legacy version. A non-empty dump names it in its header;
     // otherwise ask, which costs a process only for legacy on an empty ruleset.
     let tool = &mut detected.tool;
     if tool.version.is_none() && (tool.variant == Variant::Legacy || tool.program == prefix(family)) {
         ask_version(runner, tool);
     }
-    Ok(detected)
+    let variant = if tool.variant == Variant::Legacy { "legacy" } else { "nft" };
+    let choice = IptablesChoice { family, program: tool.program.clone(), variant, evidence };
+    journal::record(|journal| journal.iptables.push(choice.clone()));
+    Ok((detected, choice))
 }
 
-fn choose(family: Family, forced: Option<IptablesBackend>, runner: &dyn Netfilter) -> Result<Detected, Error> {
+fn choose(
+    family: Family,
+    forced: Option<IptablesBackend>,
+    runner: &dyn Netfilter,
+) -> Result<(Detected, Evidence), Error> {
     let base = prefix(family);
     match forced {
-        Some(IptablesBackend::Legacy) => read(runner, family, format!("{base}-legacy"), Variant::Legacy),
-        Some(IptablesBackend::Nft) => read(runner, family, format!("{base}-nft"), Variant::Nft),
+        Some(IptablesBackend::Legacy) => {
+            read(runner, family, format!("{base}-legacy"), Variant::Legacy).map(|d| (d, Evidence::Forced))
+        }
+        Some(IptablesBackend::Nft) => {
+            read(runner, family, format!("{base}-nft"), Variant::Nft).map(|d| (d, Evidence::Forced))
+        }
         None => {
             let mut failures = Vec::new();
             if runner.lists_no_tables(family, Variant::Legacy) {
                 // No legacy table, so no legacy rule: nothing to read.
-                return read(runner, family, format!("{base}-nft"), Variant::Nft).or_else(|nft| {
-                    tracing::debug!("{nft}");
-                    plain(runner, family)
-                });
+                return match read(runner, family, format!("{base}-nft"), Variant::Nft) {
+                    Ok(nft) => Ok((nft, Evidence::NoLegacyTables)),
+                    Err(nft) => {
+                        tracing::debug!("{nft}");
+                        plain(runner, family).map(|plain| (plain, Evidence::PlainFallback))
+                    }
+                };
             }
             match read(runner, family, format!("{base}-legacy"), Variant::Legacy) {
-                Ok(legacy) if has_rules(&legacy.saved) => return Ok(legacy),
+                Ok(legacy) if has_rules(&legacy.saved) => return Ok((legacy, Evidence::LegacyHoldsRules)),
                 Ok(_) => {}
                 Err(e) => failures.push(e),
             }
             match read(runner, family, format!("{base}-nft"), Variant::Nft) {
-                Ok(nft) => return Ok(nft),
+                Ok(nft) => return Ok((nft, Evidence::LegacyHasNoRules)),
                 Err(e) => failures.push(e),
             }
             for failure in &failures {
                 tracing::debug!("{failure}");
             }
-            plain(runner, family)
+            plain(runner, family).map(|plain| (plain, Evidence::PlainFallback))
         }
     }
 }

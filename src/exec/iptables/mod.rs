@@ -24,6 +24,7 @@ mod flow_tests;
 
 use crate::config::{Config, IptablesBackend};
 use crate::error::{Error, Result};
+use crate::exec::journal::{self, Action};
 use crate::exec::seam::Netfilter;
 use crate::plan::{Family, Plan};
 use crate::render::iptables::{check_input, restore_input, token_rules, TokenRule};
@@ -85,6 +86,14 @@ impl FamilyRun {
     fn label(&self) -> &'static str {
         self.tool.family_label()
     }
+}
+
+/// Detection alone (for `doctor`): the program a run would use for `family`, and the evidence.
+/// Read-only, like every detection: it runs only `-save` and `--version`.
+pub(crate) fn detect_only(family: Family, forced: Option<IptablesBackend>) -> Result<journal::IptablesChoice> {
+    // Zero: the default command deadline.
+    let system = crate::exec::seam::System::new(false, None, std::time::Duration::ZERO);
+    detect::detect_with_evidence(family, forced, &system).map(|(_, choice)| choice)
 }
 
 pub(crate) fn apply(config: Settings, plan: &Plan, runner: &dyn Netfilter) -> Result<()> {
@@ -179,7 +188,20 @@ fn run(config: Settings, runner: &dyn Netfilter, runs: &mut [FamilyRun]) -> Resu
     if decision.apply && !delta && flags.force_apply {
         tracing::warn!("The forced apply of iptables changes succeeded despite the presence of conflicting rules or chains. If you encounter this message, please consider reporting it as an issue.");
     }
+    journal::record_action(action_taken(decision, flags, runs));
     Ok(())
+}
+
+/// The action a successful run took, from its decision (and the IPv6 leftovers it removed).
+fn action_taken(decision: Decision, flags: state::Flags, runs: &[FamilyRun]) -> Action {
+    let removed_leftovers = runs.iter().any(|run| run.leftovers_only && run.restored.is_some());
+    match (decision.cleanup, decision.apply) {
+        _ if flags.cleanup_only => Action::CleanedUp,
+        (true, true) => Action::Reconciled,
+        (false, true) => Action::Applied,
+        _ if removed_leftovers => Action::Reconciled,
+        _ => Action::Unchanged,
+    }
 }
 
 /// §3.2–3.3: the global (residue, delta) verdict, logged as upstream does. With `reconcile`,
