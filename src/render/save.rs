@@ -515,6 +515,43 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_is_one_token_per_argument_and_the_line_its_join() {
+        let kind = RuleKind::LoopbackNotOwner { owner: uid("1337"), exclude_dns: true, verdict: Verdict::Return };
+        let rule = Rule {
+            families: Families::BOTH,
+            table: Table::Nat,
+            chain: Chain::IstioOutput,
+            position: Position::Append,
+            kind,
+        };
+        let plan = Plan { rules: vec![rule], enable_ipv6: false };
+        let saved = &saved_rules(&plan, Family::V4)[0];
+        let spec = saved.spec.clone().unwrap();
+        assert_eq!(
+            spec,
+            [
+                "-o",
+                "lo",
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "!",
+                "--dport",
+                "53",
+                "-m",
+                "owner",
+                "!",
+                "--uid-owner",
+                "1337",
+                "-j",
+                "RETURN"
+            ]
+        );
+        assert_eq!(saved.line.as_deref(), Some(format!("-A ISTIO_OUTPUT {}", spec.join(" ")).as_str()));
+    }
+
+    #[test]
     fn forms_iptables_decides_are_unknown() {
         assert_eq!(line(RuleKind::OwnerIs { owner: uid("istio-proxy"), verdict: Verdict::Return }, Family::V4), None);
         assert_eq!(

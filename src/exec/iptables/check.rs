@@ -194,6 +194,15 @@ mod tests {
     }
 
     #[test]
+    fn the_typed_expected_state_is_the_dump_the_kernel_stand_in_prints() {
+        let plan = plan(&["-m", "TPROXY"], false);
+        let dump = Dump::after_restore(&token_rules(&plan, Family::V4));
+        let typed = State::of(&dump.restore_input());
+        assert!(typed.tables.values().any(|chains| chains.contains_key("ISTIO_TPROXY")), "{typed:?}");
+        assert_eq!(typed, State::parse(&dump.render()));
+    }
+
+    #[test]
     fn the_applied_configuration_matches_and_the_pods_own_rules_do_not_count() {
         let plan = plan(&[], false);
         let saved = installed_as_saved(&plan, Family::V4);
