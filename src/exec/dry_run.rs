@@ -5,6 +5,8 @@
 //! The fake namespace is empty, as upstream's stub is, except under `--cleanup-only`: there it
 //! holds the rules this configuration installs, so the output shows the removal a real run
 //! performs on a pod set up with the same flags (an empty namespace has nothing to remove).
+//! That namespace is scripted as the kernel's `-save` answer (`fake::installed_state`, written
+//! by `render::save`), the kernel's stand-in.
 
 use std::io::Write;
 use std::path::Path;
@@ -33,6 +35,8 @@ fn iptables_flow(config: &Config, plan: &Plan, fake: &FakeNetfilter) -> Result<(
     // Upstream's stub has fixed binary names whatever `--force-iptables-binary` says.
     let settings = Settings { forced_backend: None, ..Settings::of(config) };
     if config.cleanup_only {
+        // The fake kernel's `-save` answer, written by the one `-save`-form writer; the flow
+        // parses it as it would parse a real kernel's dump.
         for family in [Family::V4, Family::V6].into_iter().filter(|f| *f == Family::V4 || config.enable_ipv6) {
             fake.script_saves(family, &[&installed_state(&token_rules(plan, family))]);
         }

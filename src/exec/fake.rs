@@ -1,14 +1,20 @@
 //! The recording fake of the netfilter seam: answers from a script, changes nothing, and keeps
 //! every call. A dry-run is the real flow over this fake (as upstream's dry-run is its stub
 //! dependency); the unit tests script kernel states and failures with it.
+//!
+//! The fake stands in for the kernel, whose `-save` output is text the flow must parse; so the
+//! fake answers `save()` with text. That text is written from typed rules by the project's one
+//! `-save`-form writer (`render::save`), never by hand here: the fake's scripted `-save`
+//! answers are the kernel's stand-in, and the only text of the project's own that is parsed.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::error::Result;
 use crate::nftnl::{NftnlError, Outcome as NftOutcome};
-use crate::plan::{Family, Plan, Position, Table};
+use crate::plan::{Family, Plan};
 use crate::render::iptables::TokenRule;
+use crate::render::save::Dump;
 
 use super::iptables::{CommandError, Tool, Variant};
 use super::routes::RouteError;
@@ -245,41 +251,12 @@ impl Netfilter for FakeNetfilter {
     }
 }
 
-/// The fake kernel's `-save` output after `rules` were applied to an empty namespace: per
-/// table, its Istio chains declared, then each chain's rules in the order the kernel holds
-/// them (an insert at position N lands before the chain's Nth rule), as `-A` lines.
+/// The fake kernel's `-save` answer after `rules` were applied to an empty namespace, written
+/// by the one `-save`-form writer ([`Dump::render`]). The flow reads it back through its
+/// `-save` parser, as it reads a real kernel's dump: the fake's scripted `-save` answers are
+/// the kernel's stand-in, the one place text this project wrote is parsed.
 pub(crate) fn installed_state(rules: &[TokenRule]) -> String {
-    /// One table: the Istio chains in declaration order, and each chain's rule lines.
-    type Held<'a> = (Vec<&'a str>, BTreeMap<&'a str, Vec<String>>);
-    let mut tables: BTreeMap<Table, Held> = BTreeMap::new();
-    for rule in rules {
-        let (declared, chains) = tables.entry(rule.table).or_default();
-        let target = rule.args.windows(2).find(|w| w[0] == "-j").map(|w| w[1].as_str());
-        for chain in std::iter::once(rule.chain).chain(target) {
-            if crate::chains::is_istio(chain) && !declared.contains(&chain) {
-                declared.push(chain);
-            }
-        }
-        let held = chains.entry(rule.chain).or_default();
-        let line = format!("-A {} {}", rule.chain, rule.spec());
-        match rule.position {
-            Position::Append => held.push(line),
-            Position::Insert(at) => held.insert((at as usize).saturating_sub(1).min(held.len()), line),
-        }
-    }
-    let mut out = String::new();
-    for (table, (declared, chains)) in tables {
-        out.push_str(&format!("*{}\n", table.iptables_name()));
-        for chain in declared {
-            out.push_str(&format!(":{chain} - [0:0]\n"));
-        }
-        for line in chains.values().flatten() {
-            out.push_str(line);
-            out.push('\n');
-        }
-        out.push_str("COMMIT\n");
-    }
-    out
+    Dump::after_restore(rules).render()
 }
 
 fn ip_flag(family: Family) -> &'static str {
@@ -292,6 +269,7 @@ fn ip_flag(family: Family) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Position, Table};
 
     #[test]
     fn installed_state_holds_inserts_where_the_kernel_puts_them() {

@@ -15,36 +15,140 @@
 //! form here: the caller then asks iptables (`-C`), so a wrong or missing form costs speed,
 //! never correctness.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 
 use crate::plan::{
-    Family, Owner, Plan, Proto, Rule, RuleKind, ServerMatch, Table, UdpPortMatch, Verdict, AGENT_DNS_PORT, DNS_PORT,
+    Family, Owner, Plan, Position, Proto, Rule, RuleKind, ServerMatch, Table, UdpPortMatch, Verdict, AGENT_DNS_PORT,
+    DNS_PORT,
 };
 
 use crate::config::PortSpec;
+use crate::render::iptables::TokenRule;
+use crate::render::restore::{Op, RestoreInput};
 
-/// One planned rule as `-save` prints it: its table and its `-A CHAIN …` line, or `None`
-/// when the printed form cannot be known from the plan.
+/// One planned rule as `-save` prints it: its table, and its spec (the arguments after
+/// `-A CHAIN`, one token each) with its `-A CHAIN …` line, or `None` for both when the printed
+/// form cannot be known from the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedRule {
     pub table: Table,
+    pub spec: Option<Vec<String>>,
     pub line: Option<String>,
 }
 
 /// The rules of one family in plan order, as `-save` prints them.
 pub fn saved_rules(plan: &Plan, family: Family) -> Vec<SavedRule> {
-    plan.rules_for(family).map(|rule| SavedRule { table: rule.table, line: saved_line(rule, family) }).collect()
+    plan.rules_for(family)
+        .map(|rule| {
+            let spec = Spec::of(&rule.kind, family).map(|spec| spec.tokens());
+            let line = spec.as_ref().map(|spec| rule_line(rule.chain.iptables_name(), spec));
+            SavedRule { table: rule.table, spec, line }
+        })
+        .collect()
 }
 
 /// `-A CHAIN spec` as `-save` prints `rule` in `family`.
 pub fn saved_line(rule: &Rule, family: Family) -> Option<String> {
     let spec = Spec::of(&rule.kind, family)?;
-    Some(format!("-A {} {}", rule.chain.iptables_name(), spec.render()))
+    Some(rule_line(rule.chain.iptables_name(), &spec.tokens()))
 }
 
-/// The parts of a rule in the order `-save` prints them.
+/// One family's tables as `-save` dumps them: per table, its Istio chains declared and each
+/// chain's rules (spec tokens), in the order the kernel holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dump {
+    tables: BTreeMap<Table, DumpTable>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct DumpTable {
+    /// The Istio chains, in the order they were first named.
+    declared: Vec<String>,
+    /// Chain → its rules' spec tokens, in the kernel's order.
+    chains: BTreeMap<String, Vec<Vec<String>>>,
+}
+
+impl Dump {
+    /// What the kernel holds after `rules` were restored into empty tables: every Istio chain
+    /// they name declared, each rule in its chain where the kernel puts it (an insert at
+    /// position N lands before the chain's Nth rule), spelled as `rules` spell it.
+    pub fn after_restore(rules: &[TokenRule]) -> Dump {
+        let mut dump = Dump::default();
+        for rule in rules {
+            let table = dump.tables.entry(rule.table).or_default();
+            let target = rule.args.windows(2).find(|w| w[0] == "-j").map(|w| w[1].as_str());
+            for chain in std::iter::once(rule.chain).chain(target) {
+                if crate::chains::is_istio(chain) && !table.declared.iter().any(|d| d == chain) {
+                    table.declared.push(chain.to_string());
+                }
+            }
+            let held = table.chains.entry(rule.chain.to_string()).or_default();
+            match rule.position {
+                Position::Append => held.push(rule.args.clone()),
+                Position::Insert(at) => held.insert((at as usize).saturating_sub(1).min(held.len()), rule.args.clone()),
+            }
+        }
+        dump
+    }
+
+    /// The dump as `-save` prints it (without counters or the built-in chains' headers). This
+    /// and [`saved_line`] are the only writers of `-save`-form text: the fake netfilter's
+    /// scripted answers, the kernel's stand-in, are written here.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (table, held) in &self.tables {
+            out.push_str(&format!("*{}\n", table.iptables_name()));
+            for chain in &held.declared {
+                out.push_str(&format!(":{chain} - [0:0]\n"));
+            }
+            for (chain, rules) in &held.chains {
+                for spec in rules {
+                    out.push_str(&rule_line(chain, spec));
+                    out.push('\n');
+                }
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+
+    /// The same content in the typed restore model (declarations, then each rule appended in
+    /// dump order), from which the expected state is built without writing or reading text.
+    pub fn restore_input(&self) -> RestoreInput {
+        let mut input = RestoreInput::default();
+        for (table, held) in &self.tables {
+            let ops = input.table(*table);
+            ops.extend(held.declared.iter().map(|chain| Op::NewChain(chain.clone())));
+            for (chain, rules) in &held.chains {
+                ops.extend(rules.iter().map(|spec| Op::Add {
+                    chain: chain.clone(),
+                    position: Position::Append,
+                    spec: spec.join(" "),
+                }));
+            }
+        }
+        input
+    }
+}
+
+/// A rule line of `-save`'s dump: the one place such a line is written.
+fn rule_line(chain: &str, spec: &[String]) -> String {
+    if spec.is_empty() {
+        format!("-A {chain}")
+    } else {
+        format!("-A {chain} {}", spec.join(" "))
+    }
+}
+
+/// Owned tokens from borrowed ones.
+fn words<const N: usize>(parts: [&str; N]) -> Vec<String> {
+    parts.iter().map(|part| part.to_string()).collect()
+}
+
+/// The parts of a rule in the order `-save` prints them, one token per argument.
 #[derive(Default)]
 struct Spec {
     source: Option<(bool, String)>,
@@ -52,31 +156,36 @@ struct Spec {
     in_interface: Option<String>,
     out_interface: Option<String>,
     protocol: Option<Proto>,
-    /// Matches in the order they are given (`-m tcp --dport 53`, `-m owner --uid-owner 0`).
+    /// Match tokens in the order they are given (`-m tcp --dport 53`, `-m owner --uid-owner 0`).
     matches: Vec<String>,
-    target: String,
+    /// The target and its options.
+    target: Vec<String>,
 }
 
 impl Spec {
-    fn render(&self) -> String {
-        let mut parts: Vec<String> = Vec::with_capacity(8);
+    fn tokens(&self) -> Vec<String> {
+        let mut tokens: Vec<String> = Vec::with_capacity(16);
         for (flag, address) in [("-s", &self.source), ("-d", &self.destination)] {
             if let Some((negated, address)) = address {
-                parts.push(if *negated { format!("! {flag} {address}") } else { format!("{flag} {address}") });
+                if *negated {
+                    tokens.push("!".into());
+                }
+                tokens.extend(words([flag, address]));
             }
         }
         if let Some(iface) = &self.in_interface {
-            parts.push(format!("-i {iface}"));
+            tokens.extend(words(["-i", iface]));
         }
         if let Some(iface) = &self.out_interface {
-            parts.push(format!("-o {iface}"));
+            tokens.extend(words(["-o", iface]));
         }
         if let Some(proto) = self.protocol {
-            parts.push(format!("-p {}", proto.name()));
+            tokens.extend(words(["-p", proto.name()]));
         }
-        parts.extend(self.matches.iter().cloned());
-        parts.push(format!("-j {}", self.target));
-        parts.join(" ")
+        tokens.extend(self.matches.iter().cloned());
+        tokens.push("-j".into());
+        tokens.extend(self.target.iter().cloned());
+        tokens
     }
 
     fn of(kind: &RuleKind, family: Family) -> Option<Spec> {
@@ -97,7 +206,7 @@ impl Spec {
                 s.target = verdict(*v);
             }
             RuleKind::InvalidState(v) => {
-                s.matches.push("-m conntrack --ctstate INVALID".into());
+                s.matches.extend(words(["-m", "conntrack", "--ctstate", "INVALID"]));
                 s.target = verdict(*v);
             }
             RuleKind::Tcp(v) => {
@@ -114,21 +223,29 @@ impl Spec {
             }
             RuleKind::RedirectTcp(port) => {
                 s.protocol = Some(Proto::Tcp);
-                s.target = format!("REDIRECT --to-ports {port}");
+                s.target = words(["REDIRECT", "--to-ports", &port.to_string()]);
             }
             RuleKind::SetMark(mark) => s.target = set_mark(*mark),
             RuleKind::Tproxy { not_destination, port, mark } => {
                 s.destination = Some((true, net(not_destination)));
                 s.protocol = Some(Proto::Tcp);
                 let any = if family == Family::V4 { "0.0.0.0" } else { "::" };
-                s.target = format!("TPROXY --on-port {port} --on-ip {any} --tproxy-mark {mark:#x}/0xffffffff");
+                s.target = words([
+                    "TPROXY",
+                    "--on-port",
+                    &port.to_string(),
+                    "--on-ip",
+                    any,
+                    "--tproxy-mark",
+                    &format!("{mark:#x}/0xffffffff"),
+                ]);
             }
             RuleKind::TcpEstablished { port, verdict: v } => {
                 s.protocol = Some(Proto::Tcp);
                 if let Some(port) = port {
                     s.port_match(Proto::Tcp, false, "--dport", ports(port)?);
                 }
-                s.matches.push("-m conntrack --ctstate RELATED,ESTABLISHED".into());
+                s.matches.extend(words(["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]));
                 s.target = verdict(*v);
             }
             RuleKind::LoopbackOutFrom { source, verdict: v } => {
@@ -141,11 +258,11 @@ impl Spec {
                 s.destination = Some((true, net(not_destination)));
                 s.protocol = Some(Proto::Tcp);
                 if *exclude_dns {
-                    s.matches.push(format!("-m multiport ! --dports {DNS_PORT},{tunnel_port}"));
+                    s.matches.extend(words(["-m", "multiport", "!", "--dports", &format!("{DNS_PORT},{tunnel_port}")]));
                 } else {
                     s.port_match(Proto::Tcp, true, "--dport", tunnel_port.to_string());
                 }
-                s.matches.push(owner(o, false)?);
+                s.matches.extend(owner(o, false)?);
                 s.target = verdict(*v);
             }
             RuleKind::LoopbackNotOwner { owner: o, exclude_dns, verdict: v } => {
@@ -153,28 +270,28 @@ impl Spec {
                 if *exclude_dns {
                     s.port_match(Proto::Tcp, true, "--dport", DNS_PORT.to_string());
                 }
-                s.matches.push(owner(o, true)?);
+                s.matches.extend(owner(o, true)?);
                 s.target = verdict(*v);
             }
             RuleKind::OwnerIs { owner: o, verdict: v } => {
-                s.matches.push(owner(o, false)?);
+                s.matches.extend(owner(o, false)?);
                 s.target = verdict(*v);
             }
             RuleKind::NotInGroups { groups, verdict: v } => {
                 for group in groups {
-                    s.matches.push(owner(&Owner::Gid(group.clone()), true)?);
+                    s.matches.extend(owner(&Owner::Gid(group.clone()), true)?);
                 }
                 s.target = verdict(*v);
             }
             RuleKind::DnsRedirect { proto, server } => {
                 s.port_match(*proto, false, "--dport", DNS_PORT.to_string());
                 s.destination = server.map(|server| (false, host(&server)));
-                s.target = format!("REDIRECT --to-ports {AGENT_DNS_PORT}");
+                s.target = words(["REDIRECT", "--to-ports", &AGENT_DNS_PORT.to_string()]);
             }
             RuleKind::UdpOwnerZone { port, owner: o, zone } => {
                 s.udp_port(*port);
-                s.matches.push(owner(o, false)?);
-                s.target = format!("CT --zone {zone}");
+                s.matches.extend(owner(o, false)?);
+                s.target = words(["CT", "--zone", &zone.to_string()]);
             }
             RuleKind::UdpServerZone { port, server, zone } => {
                 s.udp_port(*port);
@@ -183,7 +300,7 @@ impl Spec {
                     ServerMatch::Destination(addr) => s.destination = Some((false, host(addr))),
                     ServerMatch::Source(addr) => s.source = Some((false, host(addr))),
                 }
-                s.target = format!("CT --zone {zone}");
+                s.target = words(["CT", "--zone", &zone.to_string()]);
             }
             RuleKind::Destination { destination, verdict: v } => {
                 s.destination = Some((false, net(destination)));
@@ -191,30 +308,30 @@ impl Spec {
             }
             RuleKind::SaveMark(mark) => {
                 s.protocol = Some(Proto::Tcp);
-                s.matches.push(format!("-m mark --mark {mark:#x}"));
-                s.target = "CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff".into();
+                s.matches.extend(words(["-m", "mark", "--mark", &format!("{mark:#x}")]));
+                s.target = words(["CONNMARK", "--save-mark", "--nfmask", "0xffffffff", "--ctmask", "0xffffffff"]);
             }
             RuleKind::LoopbackOutMarked { mark, verdict: v } => {
                 s.protocol = Some(Proto::Tcp);
                 s.out_interface = Some("lo".into());
-                s.matches.push(format!("-m mark --mark {mark:#x}"));
+                s.matches.extend(words(["-m", "mark", "--mark", &format!("{mark:#x}")]));
                 s.target = verdict(*v);
             }
             RuleKind::MarkProxyLoopback { owner: o, not_destination, mark } => {
                 s.destination = Some((true, net(not_destination)));
                 s.protocol = Some(Proto::Tcp);
                 s.out_interface = Some("lo".into());
-                s.matches.push(owner(o, false)?);
+                s.matches.extend(owner(o, false)?);
                 s.target = set_mark(*mark);
             }
             RuleKind::RestoreMark(mark) => {
                 s.protocol = Some(Proto::Tcp);
-                s.matches.push(format!("-m connmark --mark {mark:#x}"));
-                s.target = "CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff".into();
+                s.matches.extend(words(["-m", "connmark", "--mark", &format!("{mark:#x}")]));
+                s.target = words(["CONNMARK", "--restore-mark", "--nfmask", "0xffffffff", "--ctmask", "0xffffffff"]);
             }
             RuleKind::TcpMarked { mark, verdict: v } => {
                 s.protocol = Some(Proto::Tcp);
-                s.matches.push(format!("-m mark --mark {mark:#x}"));
+                s.matches.extend(words(["-m", "mark", "--mark", &format!("{mark:#x}")]));
                 s.target = verdict(*v);
             }
             RuleKind::LoopbackInFrom { source, verdict: v } => {
@@ -226,7 +343,7 @@ impl Spec {
             RuleKind::LoopbackInNotMarked { mark, verdict: v } => {
                 s.protocol = Some(Proto::Tcp);
                 s.in_interface = Some("lo".into());
-                s.matches.push(format!("-m mark ! --mark {mark:#x}"));
+                s.matches.extend(words(["-m", "mark", "!", "--mark", &format!("{mark:#x}")]));
                 s.target = verdict(*v);
             }
         }
@@ -236,8 +353,11 @@ impl Spec {
     /// `-p P -m P [!] --dport|--sport X`: the protocol's own match, named.
     fn port_match(&mut self, proto: Proto, negated: bool, flag: &str, value: String) {
         self.protocol = Some(proto);
-        let bang = if negated { "! " } else { "" };
-        self.matches.push(format!("-m {} {bang}{flag} {value}", proto.name()));
+        self.matches.extend(words(["-m", proto.name()]));
+        if negated {
+            self.matches.push("!".into());
+        }
+        self.matches.extend(words([flag, &value]));
     }
 
     fn udp_port(&mut self, port: UdpPortMatch) {
@@ -248,17 +368,18 @@ impl Spec {
     }
 }
 
-fn verdict(verdict: Verdict) -> String {
-    match verdict {
-        Verdict::Return => "RETURN".into(),
-        Verdict::Accept => "ACCEPT".into(),
-        Verdict::Drop => "DROP".into(),
-        Verdict::Jump(chain) => chain.iptables_name().into(),
-    }
+fn verdict(verdict: Verdict) -> Vec<String> {
+    let target = match verdict {
+        Verdict::Return => "RETURN",
+        Verdict::Accept => "ACCEPT",
+        Verdict::Drop => "DROP",
+        Verdict::Jump(chain) => chain.iptables_name(),
+    };
+    words([target])
 }
 
-fn set_mark(mark: u32) -> String {
-    format!("MARK --set-xmark {mark:#x}/0xffffffff")
+fn set_mark(mark: u32) -> Vec<String> {
+    words(["MARK", "--set-xmark", &format!("{mark:#x}/0xffffffff")])
 }
 
 /// A port or range as the tcp/udp match prints it; the full range is not printed at all, and
@@ -275,14 +396,18 @@ fn ports(port: &PortSpec) -> Option<String> {
 
 /// `-m owner [!] --uid-owner N`: iptables stores and prints the number, so a name (resolved
 /// by iptables when it loads the rule) has no known form.
-fn owner(owner: &Owner, negated: bool) -> Option<String> {
+fn owner(owner: &Owner, negated: bool) -> Option<Vec<String>> {
     let (flag, id) = match owner {
         Owner::Uid(id) => ("--uid-owner", id),
         Owner::Gid(id) => ("--gid-owner", id),
     };
     let number: u32 = id.to_string().parse().ok()?;
-    let bang = if negated { "! " } else { "" };
-    Some(format!("-m owner {bang}{flag} {number}"))
+    let mut tokens = words(["-m", "owner"]);
+    if negated {
+        tokens.push("!".into());
+    }
+    tokens.extend(words([flag, &number.to_string()]));
+    Some(tokens)
 }
 
 /// A prefix as iptables stores it: the network (host bits cleared) and its length.
@@ -387,6 +512,43 @@ mod tests {
         assert!(line(kind, Family::V6).unwrap().contains("-d ::127.0.0.53/128 "));
         let kind = RuleKind::LoopbackInFrom { source: "::6/128".parse().unwrap(), verdict: Verdict::Return };
         assert_eq!(line(kind, Family::V6).unwrap(), "-A ISTIO_OUTPUT -s ::6/128 -i lo -p tcp -j RETURN");
+    }
+
+    #[test]
+    fn the_spec_is_one_token_per_argument_and_the_line_its_join() {
+        let kind = RuleKind::LoopbackNotOwner { owner: uid("1337"), exclude_dns: true, verdict: Verdict::Return };
+        let rule = Rule {
+            families: Families::BOTH,
+            table: Table::Nat,
+            chain: Chain::IstioOutput,
+            position: Position::Append,
+            kind,
+        };
+        let plan = Plan { rules: vec![rule], enable_ipv6: false };
+        let saved = &saved_rules(&plan, Family::V4)[0];
+        let spec = saved.spec.clone().unwrap();
+        assert_eq!(
+            spec,
+            [
+                "-o",
+                "lo",
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "!",
+                "--dport",
+                "53",
+                "-m",
+                "owner",
+                "!",
+                "--uid-owner",
+                "1337",
+                "-j",
+                "RETURN"
+            ]
+        );
+        assert_eq!(saved.line.as_deref(), Some(format!("-A ISTIO_OUTPUT {}", spec.join(" ")).as_str()));
     }
 
     #[test]

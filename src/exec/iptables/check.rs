@@ -2,9 +2,10 @@
 //! with one `-save`, compared with what this configuration installs. Read-only: the only
 //! restore it may run holds `-C` checks, for rules whose `-save` form the plan cannot know.
 //!
-//! Both sides are in `-save`'s spelling: the expected side is the plan rendered as `-save`
-//! prints it (`render::save`), laid out per chain as the kernel holds it after the restore
-//! (inserts where the kernel puts them); the live side is every ISTIO chain and the rules of
+//! Both sides are in `-save`'s spelling: the expected side is the plan's rules with the spec
+//! tokens `-save` prints (`render::save`), laid out per chain as the kernel holds it after the
+//! restore (inserts where the kernel puts them), built typed (never rendered and parsed back);
+//! the live side is every ISTIO chain and the rules of
 //! built-in chains that reconcile's recogniser calls provably Istio's. The pod's own rules and
 //! the counters are never part of it.
 
@@ -13,11 +14,10 @@ use std::collections::BTreeMap;
 use crate::chains::is_istio;
 use crate::error::Result;
 use crate::exec::check::{Difference, Drift};
-use crate::exec::fake::installed_state;
 use crate::exec::seam::Netfilter;
 use crate::plan::{Family, Plan, Table};
 use crate::render::iptables::{check_input, token_rules, TokenRule};
-use crate::render::save::saved_rules;
+use crate::render::save::{saved_rules, Dump};
 
 use super::commands::family_label;
 use super::state::State;
@@ -44,14 +44,15 @@ pub(crate) fn drift(settings: Settings, plan: &Plan, runner: &dyn Netfilter) -> 
         let printed: Vec<TokenRule> = rules
             .iter()
             .zip(&forms)
-            .map(|(rule, form)| match &form.line {
-                Some(line) => TokenRule { args: spec_tokens(line), ..rule.clone() },
+            .map(|(rule, form)| match &form.spec {
+                Some(spec) => TokenRule { args: spec.clone(), ..rule.clone() },
                 None => rule.clone(),
             })
             .collect();
         let unknown: Vec<TokenRule> =
-            rules.iter().zip(&forms).filter(|(_, form)| form.line.is_none()).map(|(rule, _)| rule.clone()).collect();
-        let expected = State::parse(&installed_state(&printed));
+            rules.iter().zip(&forms).filter(|(_, form)| form.spec.is_none()).map(|(rule, _)| rule.clone()).collect();
+        // Typed all the way: the kernel's layout after a restore, never text read back.
+        let expected = State::of(&Dump::after_restore(&printed).restore_input());
         let where_ = format!("{} ({})", family_label(family), detected.tool.program);
         let mut differences = compare(&expected, &istio_part(&live, &printed));
         if !unknown.is_empty() {
@@ -69,11 +70,6 @@ pub(crate) fn drift(settings: Settings, plan: &Plan, runner: &dyn Netfilter) -> 
         }));
     }
     Ok(found)
-}
-
-/// The tokens after `-A CHAIN`.
-fn spec_tokens(line: &str) -> Vec<String> {
-    line.split(' ').skip(2).map(str::to_string).collect()
 }
 
 /// The Istio part of `live`: every ISTIO chain, the recognised rules of the others, and marked
@@ -195,6 +191,15 @@ mod tests {
 
     fn kinds(found: &[Drift]) -> Vec<(String, &Difference)> {
         found.iter().map(|d| (format!("{} {}", d.table, d.chain), &d.difference)).collect()
+    }
+
+    #[test]
+    fn the_typed_expected_state_is_the_dump_the_kernel_stand_in_prints() {
+        let plan = plan(&["-m", "TPROXY"], false);
+        let dump = Dump::after_restore(&token_rules(&plan, Family::V4));
+        let typed = State::of(&dump.restore_input());
+        assert!(typed.tables.values().any(|chains| chains.contains_key("ISTIO_TPROXY")), "{typed:?}");
+        assert_eq!(typed, State::parse(&dump.render()));
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub(crate) mod state;
 mod undo;
 
 #[cfg(test)]
+mod flow_recovery_tests;
+#[cfg(test)]
 mod flow_tests;
 
 use crate::config::{Config, IptablesBackend};
