@@ -11,7 +11,8 @@
 //! (probe → commit). A dry-run is exactly those flows over the fake (as upstream's dry-run is its
 //! stub dependency); `dry_run` only chooses what the fake namespace holds (empty, or this
 //! configuration's rules under `--cleanup-only`) and prints the restore inputs or transaction
-//! the flow issued, plus upstream's recording. The unit tests in `iptables/flow_tests.rs` drive
+//! the flow issued, plus upstream's recording. The unit tests in `iptables/flow_tests.rs`
+//! (decisions) and `iptables/flow_recovery_tests.rs` (rollback, guardrails, killed runs) drive
 //! the same flow over scripted states and failures, so every decision and rollback path runs
 //! without root. The netlink nf_tables backend (`crate::nftnl`) is two more methods of the seam
 //! (`nftables_commit`, `nftables_delete`), the default for `--native-nftables`; `nft -f -` stays
