@@ -94,28 +94,8 @@ pub fn run(argv: Vec<OsString>, env: &BTreeMap<String, String>, stdout: &mut dyn
 
 /// Takes `--output text|json` (or `--output=…`) out of argv; the rest are run flags.
 fn split_output_flag(argv: Vec<OsString>) -> Result<(Vec<OsString>, bool)> {
-    let mut run = Vec::with_capacity(argv.len());
-    let mut output = None;
-    let mut args = argv.into_iter();
-    while let Some(arg) = args.next() {
-        let text = arg.to_string_lossy().into_owned();
-        if text == "--" {
-            run.push(arg);
-            run.extend(args.by_ref());
-            break;
-        }
-        if let Some(value) = text.strip_prefix("--output=") {
-            output = Some(value.to_string());
-        } else if text == "--output" {
-            output = Some(args.next().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default());
-        } else {
-            let takes_next = crate::explain::packet::run_flag_takes_next_value(&text);
-            run.push(arg);
-            if takes_next {
-                run.extend(args.next());
-            }
-        }
-    }
+    let (run, own) = crate::subcommand::split_own_flags(argv, &["output"]);
+    let output = own.into_iter().last().map(|(_, value)| value.unwrap_or_default());
     match output.as_deref() {
         None | Some("text") => Ok((run, false)),
         Some("json") => Ok((run, true)),
