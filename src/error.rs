@@ -234,6 +234,9 @@ pub enum UsageError {
     },
     #[error("invalid output level '{0}'")]
     InvalidOutputLevel(String),
+    /// A bare word where a subcommand goes (see `subcommand::take`).
+    #[error("unknown command {word:?}{}", suggestion.map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
+    UnknownCommand { word: String, suggestion: Option<&'static str> },
     /// Any other parser error, as the first line of clap's own message.
     #[error("{}", first_line(.0))]
     Parser(#[source] clap::Error),

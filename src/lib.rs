@@ -43,7 +43,7 @@ where
     T: Into<OsString> + Clone,
 {
     let mut argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-    let subcommand = subcommand::take(&mut argv);
+    let subcommand = subcommand::take(&mut argv)?;
     match subcommand {
         Some(Subcommand::Explain) => return explain::run(argv, env, stdout),
         Some(Subcommand::Doctor) => return doctor::run(argv, env, stdout),

@@ -21,10 +21,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exec::iptables::{kernel_lists_no_tables, Runner, Variant};
 use crate::exec::journal::IptablesChoice;
+use crate::exec::CommandError;
 use crate::host::{HostFacts, HostPaths};
 use crate::plan::{Family, Plan};
 
-pub use probe::{FeatureProbe, Probes};
+pub use probe::{FeatureProbe, ProbeSetupError, Probes};
 
 /// One iptables program family member: installed where, and its `--version`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,31 +41,32 @@ pub struct Program {
 }
 
 /// Whether a variant's tables hold rules in the target namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Holding {
     pub program: String,
     pub family: Family,
-    /// `Ok(n)`: `n` rules (`-A` lines); `Err`: why it could not be read.
-    pub rules: std::result::Result<usize, String>,
+    /// `Ok(n)`: `n` rules (`-A` lines); `Err`: the `-save` that failed.
+    pub rules: std::result::Result<usize, CommandError>,
 }
 
-/// Everything `doctor` found.
-#[derive(Debug, Clone)]
+/// Everything `doctor` found. Failures are kept as their errors and worded only in `output`.
+#[derive(Debug)]
 pub struct Findings {
     pub programs: Vec<Program>,
     pub holdings: Vec<Holding>,
     /// The backend a run would use: per family for iptables, or native nftables.
     pub detection: Detection,
-    pub ipv6: std::result::Result<crate::report::Ipv6, String>,
+    /// The IPv6 decision, or why the configuration (which makes it) could not be built.
+    pub ipv6: std::result::Result<crate::report::Ipv6, Error>,
     /// `/proc/sys/net/ipv6/conf/all/disable_ipv6`.
     pub ipv6_disabled_by_sysctl: Option<bool>,
-    pub probes: std::result::Result<Probes, String>,
+    pub probes: std::result::Result<Probes, ProbeSetupError>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Detection {
     NativeNftables,
-    Iptables(Vec<(Family, std::result::Result<IptablesChoice, String>)>),
+    Iptables(Vec<(Family, Result<IptablesChoice>)>),
 }
 
 /// Runs `doctor` with argv (program name first, the `doctor` word removed).
@@ -87,35 +89,15 @@ pub fn run(argv: Vec<OsString>, env: &BTreeMap<String, String>, stdout: &mut dyn
     }
     let config = HostFacts::read(&Config::host_needs(&flags, env), &HostPaths::default())
         .and_then(|host| Config::build(&flags, env, &host));
-    let findings = examine(&flags, env, config.as_ref().map_err(ToString::to_string));
+    let findings = examine(&flags, env, config);
     let text = if json { output::json(&findings) } else { output::text(&findings) };
     stdout.write_all(text.as_bytes()).map_err(Error::Stdout)
 }
 
 /// Takes `--output text|json` (or `--output=…`) out of argv; the rest are run flags.
 fn split_output_flag(argv: Vec<OsString>) -> Result<(Vec<OsString>, bool)> {
-    let mut run = Vec::with_capacity(argv.len());
-    let mut output = None;
-    let mut args = argv.into_iter();
-    while let Some(arg) = args.next() {
-        let text = arg.to_string_lossy().into_owned();
-        if text == "--" {
-            run.push(arg);
-            run.extend(args.by_ref());
-            break;
-        }
-        if let Some(value) = text.strip_prefix("--output=") {
-            output = Some(value.to_string());
-        } else if text == "--output" {
-            output = Some(args.next().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default());
-        } else {
-            let takes_next = crate::explain::packet::run_flag_takes_next_value(&text);
-            run.push(arg);
-            if takes_next {
-                run.extend(args.next());
-            }
-        }
-    }
+    let (run, own) = crate::subcommand::split_own_flags(argv, &["output"]);
+    let output = own.into_iter().last().map(|(_, value)| value.unwrap_or_default());
     match output.as_deref() {
         None | Some("text") => Ok((run, false)),
         Some("json") => Ok((run, true)),
@@ -130,11 +112,7 @@ const VARIANTS: [(Family, Variant, &str); 4] = [
     (Family::V6, Variant::Nft, "ip6tables-nft"),
 ];
 
-fn examine(
-    flags: &cli::Flags,
-    env: &BTreeMap<String, String>,
-    config: std::result::Result<&Config, String>,
-) -> Findings {
+fn examine(flags: &cli::Flags, env: &BTreeMap<String, String>, config: Result<Config>) -> Findings {
     let runner = Runner::default();
     let programs: Vec<Program> = VARIANTS
         .iter()
@@ -155,16 +133,10 @@ fn examine(
         let ipv6 = config.as_ref().map(|c| c.enable_ipv6).unwrap_or(false);
         let families: &[Family] = if ipv6 { &[Family::V4, Family::V6] } else { &[Family::V4] };
         Detection::Iptables(
-            families
-                .iter()
-                .map(|&family| {
-                    let choice = crate::exec::iptables::detect_only(family, forced).map_err(|e| e.to_string());
-                    (family, choice)
-                })
-                .collect(),
+            families.iter().map(|&family| (family, crate::exec::iptables::detect_only(family, forced))).collect(),
         )
     };
-    let ipv6 = config.map(|c| crate::report::ipv6(flags, c));
+    let ipv6 = config.map(|c| crate::report::ipv6(flags, &c));
     let ipv6_disabled_by_sysctl =
         std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").ok().map(|value| value.trim() == "1");
     let variants =
@@ -192,7 +164,6 @@ fn holding(runner: &Runner, program: &Program) -> Holding {
         runner
             .run(&format!("{}-save", program.name), &[], None, None)
             .map(|saved| saved.lines().filter(|line| line.starts_with("-A ")).count())
-            .map_err(|e| e.xtables_text())
     };
     Holding { program: program.name.clone(), family: program.family, rules }
 }
@@ -209,6 +180,7 @@ fn installed(program: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ConfigError;
     use crate::exec::journal::Evidence;
 
     fn argv(args: &[&str]) -> Vec<OsString> {
@@ -245,9 +217,9 @@ mod tests {
             holdings: vec![Holding { program: "iptables-legacy".into(), family: Family::V4, rules: Ok(18) }],
             detection: Detection::Iptables(vec![
                 (Family::V4, Ok(choice)),
-                (Family::V6, Err("no \"ip6tables\"".into())),
+                (Family::V6, Err(ConfigError::ForceIptablesBinary("ip7tables".into()).into())),
             ]),
-            ipv6: Err("no valid local IP address found".into()),
+            ipv6: Err(ConfigError::NoValidLocalAddress.into()),
             ipv6_disabled_by_sysctl: Some(false),
             probes: Ok(Probes {
                 iptables: vec![FeatureProbe {
@@ -262,13 +234,25 @@ mod tests {
     }
 
     #[test]
+    fn failures_keep_their_source_errors() {
+        use std::error::Error as _;
+        let findings = Findings { probes: Err(ProbeSetupError::Unshare(nix::Error::EPERM)), ..findings() };
+        let probe_source = findings.probes.as_ref().err().and_then(|e| e.source()).map(ToString::to_string);
+        assert_eq!(probe_source.as_deref(), Some("EPERM: Operation not permitted"));
+        assert!(matches!(findings.ipv6, Err(Error::Config(ConfigError::NoValidLocalAddress))));
+    }
+
+    #[test]
     fn json_output_is_one_object_with_every_finding() {
         let text = output::json(&findings());
         let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert_eq!(json["programs"][0]["version"], "iptables v1.8.9 (legacy)");
         assert_eq!(json["rules"][0]["rules"], 18);
         assert_eq!(json["detection"]["families"][0]["choice"]["evidence"], "legacy tables hold rules");
-        assert_eq!(json["detection"]["families"][1]["choice"]["error"], "no \"ip6tables\"");
+        assert_eq!(
+            json["detection"]["families"][1]["choice"]["error"],
+            "invalid FORCE_IPTABLES_BINARY value \"ip7tables\""
+        );
         assert_eq!(json["ipv6"]["error"], "no valid local IP address found");
         assert_eq!(json["probes"]["iptables"][0]["result"]["usable"], false);
         assert_eq!(json["probes"]["iptables"][0]["result"]["error"], "iptables-restore: line 4 failed");
@@ -281,7 +265,15 @@ mod tests {
         assert!(text.contains("  ipv4               iptables-legacy (legacy tables hold rules)\n"), "{text}");
         assert!(text.contains("TPROXY           NOT usable: iptables-restore: line 4 failed\n"), "{text}");
         assert!(text.contains("iptables-legacy    18 rules\n"), "{text}");
-        let unprobed = Findings { probes: Err("cannot create a throwaway network namespace".into()), ..findings() };
-        assert!(output::text(&unprobed).contains("not probed: cannot create a throwaway network namespace"));
+        let unprobed = Findings { probes: Err(ProbeSetupError::Unshare(nix::Error::EPERM)), ..findings() };
+        let text = output::text(&unprobed);
+        assert!(
+            text.contains(
+                "not probed: cannot create a throwaway network namespace to probe in: EPERM: Operation not permitted\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("no working iptables: invalid FORCE_IPTABLES_BINARY value \"ip7tables\"\n"), "{text}");
+        assert!(text.contains("undecided: no valid local IP address found\n"), "{text}");
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::exec::iptables::Variant;
+use crate::exec::CommandError;
 use crate::gocompat::json_quote;
 use crate::plan::Family;
 
@@ -44,7 +45,7 @@ pub fn text(findings: &Findings) -> String {
         let state = match &h.rules {
             Ok(0) => "none".to_string(),
             Ok(n) => format!("{n} rules"),
-            Err(why) => format!("cannot read: {}", why.trim()),
+            Err(why) => format!("cannot read: {}", why.xtables_text().trim()),
         };
         let _ = writeln!(out, "  {:<18} {state}", h.program);
     }
@@ -86,7 +87,7 @@ pub fn text(findings: &Findings) -> String {
             }
             let inet = match &probes.nftables_inet {
                 None => "not probed: the configuration does not load".to_string(),
-                Some(failure) => verdict(failure),
+                Some(failure) => verdict(&failure.as_ref().map(ToString::to_string)),
             };
             let _ = writeln!(out, "  {:<18} {:<16} {inet}", "nf_tables", "inet ruleset");
         }
@@ -94,10 +95,11 @@ pub fn text(findings: &Findings) -> String {
     out
 }
 
-fn result_json(result: &Result<String, String>) -> String {
+/// A finding's JSON value, or `{"error": …}` with the failure as Display words it.
+fn result_json(result: Result<String, impl std::fmt::Display>) -> String {
     match result {
-        Ok(value) => value.clone(),
-        Err(why) => format!("{{\"error\": {}}}", json_quote(why.trim())),
+        Ok(value) => value,
+        Err(why) => format!("{{\"error\": {}}}", json_quote(why.to_string().trim())),
     }
 }
 
@@ -128,7 +130,7 @@ pub fn json(findings: &Findings) -> String {
         .holdings
         .iter()
         .map(|h| {
-            let rules = result_json(&h.rules.clone().map(|n| n.to_string()));
+            let rules = result_json(h.rules.as_ref().map(ToString::to_string).map_err(CommandError::xtables_text));
             format!("{{\"program\": \"{}\", \"family\": \"{}\", \"rules\": {rules}}}", h.program, family_name(h.family))
         })
         .collect();
@@ -138,7 +140,7 @@ pub fn json(findings: &Findings) -> String {
             let entries: Vec<String> = families
                 .iter()
                 .map(|(family, choice)| {
-                    let choice = result_json(&choice.as_ref().map_err(Clone::clone).map(|c| {
+                    let choice = result_json(choice.as_ref().map(|c| {
                         format!(
                             "{{\"program\": {}, \"variant\": \"{}\", \"evidence\": {}}}",
                             json_quote(&c.program),
@@ -153,14 +155,13 @@ pub fn json(findings: &Findings) -> String {
         }
     };
     let ipv6 = result_json(
-        &findings
+        findings
             .ipv6
             .as_ref()
-            .map_err(Clone::clone)
             .map(|i| format!("{{\"enabled\": {}, \"reason\": {}}}", i.enabled, json_quote(&i.reason))),
     );
     let sysctl = findings.ipv6_disabled_by_sysctl.map_or_else(|| "null".to_string(), |d| d.to_string());
-    let probes = result_json(&findings.probes.as_ref().map_err(Clone::clone).map(|probes| {
+    let probes = result_json(findings.probes.as_ref().map(|probes| {
         let features: Vec<String> = probes
             .iptables
             .iter()
@@ -174,7 +175,10 @@ pub fn json(findings: &Findings) -> String {
                 )
             })
             .collect();
-        let inet = probes.nftables_inet.as_ref().map_or_else(|| "null".to_string(), failure_json);
+        let inet = probes
+            .nftables_inet
+            .as_ref()
+            .map_or_else(|| "null".to_string(), |failure| failure_json(&failure.as_ref().map(ToString::to_string)));
         format!("{{\"iptables\": [\n    {}\n  ], \"nftables_inet\": {inet}}}", features.join(",\n    "))
     }));
     format!(

@@ -10,6 +10,17 @@
 use crate::exec::iptables::{Runner, Variant};
 use crate::plan::{Family, Plan};
 
+/// Why nothing could be probed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeSetupError {
+    #[error("cannot create a throwaway network namespace to probe in: {0}")]
+    Unshare(#[source] nix::Error),
+    #[error("cannot start the probe thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("the probe thread panicked")]
+    Panicked,
+}
+
 /// One feature of one iptables variant and family, and whether the kernel accepted it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureProbe {
@@ -21,13 +32,13 @@ pub struct FeatureProbe {
 }
 
 /// Everything probed in the throwaway namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Probes {
     pub iptables: Vec<FeatureProbe>,
     /// The native nftables ruleset of this configuration (`inet` tables, nat chains, redir,
     /// tproxy, ct zones as configured) committed over netlink: `None` when it committed, else
     /// the kernel's refusal. `None` in the outer option when there was no plan to try.
-    pub nftables_inet: Option<Option<String>>,
+    pub nftables_inet: Option<Option<crate::nftnl::NftnlError>>,
 }
 
 /// The features a capture needs, each as a restore input that exercises it from the hook it
@@ -56,16 +67,16 @@ const FEATURES: [(&str, &str); 7] = [
 
 /// Runs the probes for the `(program prefix, variant, family)` triples whose restore program is
 /// installed, and the native nftables commit of `plan`, in a namespace of their own.
-pub fn run(variants: Vec<(String, Variant, Family)>, plan: Option<Plan>) -> Result<Probes, String> {
+pub fn run(variants: Vec<(String, Variant, Family)>, plan: Option<Plan>) -> Result<Probes, ProbeSetupError> {
     let probing = std::thread::Builder::new()
         .name("doctor-probe".into())
         .spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("cannot create a throwaway network namespace to probe in: {e}"))?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(ProbeSetupError::Unshare)?;
             Ok(probe_here(&variants, plan.as_ref()))
         })
-        .map_err(|e| format!("cannot start the probe thread: {e}"))?;
-    probing.join().map_err(|_| "the probe thread panicked".to_string())?
+        .map_err(ProbeSetupError::Spawn)?;
+    // The thread's panic payload carries no error to keep; the panic itself was logged.
+    probing.join().map_err(|_| ProbeSetupError::Panicked)?
 }
 
 /// The probes, in the current thread's (throwaway) namespace.
@@ -79,7 +90,6 @@ fn probe_here(variants: &[(String, Variant, Family)], plan: Option<&Plan>) -> Pr
             iptables.push(FeatureProbe { program: program.clone(), family: *family, feature, failure });
         }
     }
-    let nftables_inet =
-        plan.map(|plan| crate::nftnl::apply(plan, &crate::nftnl::Options::default()).err().map(|e| e.to_string()));
+    let nftables_inet = plan.map(|plan| crate::nftnl::apply(plan, &crate::nftnl::Options::default()).err());
     Probes { iptables, nftables_inet }
 }

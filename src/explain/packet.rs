@@ -6,7 +6,6 @@
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::cli::{Kind, FLAGS};
 use crate::config::IfaceName;
 use crate::plan::Proto;
 
@@ -90,63 +89,15 @@ pub type FlagValue = (&'static str, String);
 /// Splits argv (program name first, `explain` word already removed) into the run's argv and
 /// the raw explain flag values, in the order given (the last occurrence wins, as for run flags).
 pub fn split_argv(argv: Vec<OsString>) -> Result<(Vec<OsString>, Vec<FlagValue>), BadPacket> {
-    let mut run = Vec::with_capacity(argv.len());
-    let mut explain = Vec::new();
-    let mut args = argv.into_iter();
-    while let Some(arg) = args.next() {
-        let text = arg.to_string_lossy().into_owned();
-        if text == "--" {
-            run.push(arg);
-            run.extend(args.by_ref());
-            break;
-        }
-        if let Some((flag, attached)) = explain_flag(&text) {
-            let value = match attached {
-                Some(value) => value,
-                None => args
-                    .next()
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .ok_or_else(|| BadPacket::new(flag, "", "the flag needs a value"))?,
-            };
-            explain.push((flag, value));
-            continue;
-        }
-        // A run flag whose value is the next argument keeps it, even if it looks like `--to`.
-        let takes_next = run_flag_takes_next_value(&text);
-        run.push(arg);
-        if takes_next {
-            run.extend(args.next());
-        }
-    }
+    let names: Vec<&'static str> = EXPLAIN_FLAGS.iter().map(|(flag, _)| *flag).collect();
+    let (run, found) = crate::subcommand::split_own_flags(argv, &names);
+    let explain = found
+        .into_iter()
+        .map(|(flag, value)| {
+            value.map(|value| (flag, value)).ok_or_else(|| BadPacket::new(flag, "", "the flag needs a value"))
+        })
+        .collect::<Result<_, _>>()?;
     Ok((run, explain))
-}
-
-fn explain_flag(arg: &str) -> Option<(&'static str, Option<String>)> {
-    let body = arg.strip_prefix("--")?;
-    let (name, value) = match body.split_once('=') {
-        Some((name, value)) => (name, Some(value.to_string())),
-        None => (body, None),
-    };
-    EXPLAIN_FLAGS.iter().find(|(flag, _)| *flag == name).map(|(flag, _)| (*flag, value))
-}
-
-/// Whether a run-flag token (`--envoy-port`, `-p`, `-np`) leaves its value to the next argument.
-pub(crate) fn run_flag_takes_next_value(arg: &str) -> bool {
-    let takes_value = |kind: Kind| !matches!(kind, Kind::Bool | Kind::OptionalBool);
-    if let Some(long) = arg.strip_prefix("--") {
-        return !long.contains('=') && FLAGS.iter().any(|d| d.long == long && takes_value(d.kind));
-    }
-    let Some(shorts) = arg.strip_prefix('-') else {
-        return false;
-    };
-    for (at, short) in shorts.char_indices() {
-        match FLAGS.iter().find(|d| d.short == Some(short)) {
-            Some(def) if takes_value(def.kind) => return at + short.len_utf8() == shorts.len(),
-            Some(_) => continue,
-            None => return false,
-        }
-    }
-    false
 }
 
 /// Turns the raw explain flag values into a packet description.
@@ -162,11 +113,15 @@ pub fn parse(values: &[FlagValue]) -> Result<ExplainArgs, BadPacket> {
     let (flag, raw) = last("to").ok_or_else(|| BadPacket::new("to", "", "required: the destination ADDR:PORT"))?;
     let to: SocketAddr =
         raw.parse().map_err(|_| BadPacket::new(flag, raw, "expected ADDR:PORT (IPv6 as [ADDR]:PORT)"))?;
+    if to.port() == 0 {
+        return Err(BadPacket::new(flag, raw, "port 0 is not a connection destination"));
+    }
     let (from, from_port) = match last("from") {
         None => (None, None),
         Some((flag, raw)) => {
             let (addr, port) = match raw.parse::<SocketAddr>() {
-                Ok(sock) => (sock.ip(), Some(sock.port())),
+                // As for bind(2), a source port 0 leaves the port to the kernel: unspecified.
+                Ok(sock) => (sock.ip(), Some(sock.port()).filter(|&port| port != 0)),
                 Err(_) => (
                     raw.parse::<IpAddr>()
                         .map_err(|_| BadPacket::new(flag, raw, "expected ADDR or ADDR:PORT (IPv6 as [ADDR]:PORT)"))?,
@@ -299,12 +254,20 @@ mod tests {
     }
 
     #[test]
+    fn a_source_port_0_is_an_unspecified_source_port() {
+        let args = parse_args(&["x", "--direction", "inbound", "--to", "1.2.3.4:80", "--from", "5.6.7.8:0"]).unwrap();
+        assert_eq!((args.packet.from, args.packet.from_port), (Some("5.6.7.8".parse().unwrap()), None));
+    }
+
+    #[test]
     fn bad_descriptions_name_the_flag() {
         let err = |args: &[&str]| parse_args(args).unwrap_err().flag;
         assert_eq!(err(&["x", "--to", "1.2.3.4:80"]), "direction");
         assert_eq!(err(&["x", "--direction", "sideways", "--to", "1.2.3.4:80"]), "direction");
         assert_eq!(err(&["x", "--direction", "inbound"]), "to");
         assert_eq!(err(&["x", "--direction", "inbound", "--to", "1.2.3.4"]), "to");
+        assert_eq!(err(&["x", "--direction", "inbound", "--to", "1.2.3.4:0"]), "to");
+        assert_eq!(err(&["x", "--direction", "inbound", "--to", "[::1]:0"]), "to");
         assert_eq!(err(&["x", "--direction", "inbound", "--to", "1.2.3.4:80", "--from", "::1"]), "from");
         assert_eq!(err(&["x", "--direction", "inbound", "--to", "1.2.3.4:80", "--protocol", "sctp"]), "protocol");
         assert_eq!(err(&["x", "--direction", "inbound", "--to", "1.2.3.4:80", "--uid", "1"]), "uid");

@@ -148,21 +148,8 @@ pub(crate) fn matches(
             if theirs.base != chain.base || theirs.rules.len() != chain.rules.len() {
                 return Ok(false);
             }
-            for (rule, their_exprs) in chain.rules.iter().zip(&theirs.rules) {
-                let mut ours_bytes = Vec::new();
-                for attr in expressions(&rule.exprs, None) {
-                    attr.encode(&mut ours_bytes);
-                }
-                let mut sets = HashMap::new();
-                if let Some(set) = &rule.exprs.set {
-                    let mut elements = set.elements.clone();
-                    elements.sort();
-                    sets.insert(super::expr::ANONYMOUS_SET_NAME.to_string(), elements);
-                }
-                let ours = canon_exprs(&ours_bytes, &sets);
-                if ours.len() != their_exprs.len() || !ours.iter().zip(their_exprs).all(|(o, t)| expr_matches(o, t)) {
-                    return Ok(false);
-                }
+            if !chain.rules.iter().zip(&theirs.rules).all(|(rule, their_exprs)| rule_matches(rule, their_exprs)) {
+                return Ok(false);
             }
         }
     }

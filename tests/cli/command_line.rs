@@ -42,6 +42,25 @@ fn unknown_flags_exit_255_with_pflag_wording() {
 }
 
 #[test]
+fn a_misspelt_subcommand_exits_255_instead_of_running() {
+    // --dry-run: were the word ignored (upstream), this would run, and must not touch the host.
+    let mut misspelt = vec!["istio-iptables", "chek"];
+    misspelt.extend(sidecar());
+    tool()
+        .args(&misspelt)
+        .assert()
+        .code(255)
+        .stdout("")
+        .stderr(contains("unknown command \"chek\" (did you mean check?)"));
+    tool().args(["foo", "--dry-run"]).assert().code(255).stdout("").stderr(contains("unknown command \"foo\""));
+    // The injected form, with its leading word, still runs; so does a positional after a flag.
+    let mut injected = vec!["istio-iptables"];
+    injected.extend(sidecar());
+    tool().args(&injected).assert().success().stdout(contains("ISTIO_OUTPUT"));
+    tool().args(["--dry-run", "--drop-invalid", "false"]).assert().success();
+}
+
+#[test]
 fn unparsable_typed_values_exit_255() {
     tool().arg("--dry-run=yes").assert().code(255).stderr(contains("invalid argument \"yes\""));
     tool().arg("--probe-timeout=abc").assert().code(255);
