@@ -1,5 +1,5 @@
-//! The restore input that changes one family: guardrails, removal of everything Istio in the
-//! current state, and the planned rules.
+//! The restore input that changes one family: the guardrail (`guardrail.rs`), removal of
+//! everything Istio in the current state, and the planned rules.
 //!
 //! Upstream removes only what the *current* configuration would create (`apply.md` §3.7), one
 //! `iptables -D/-F/-X` process per line with errors ignored, so chains left by a different
