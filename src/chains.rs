@@ -6,6 +6,11 @@ const BUILT_IN_CHAINS: [&str; 5] = ["INPUT", "OUTPUT", "FORWARD", "PREROUTING", 
 /// Targets iptables provides besides chains; a jump to one declares nothing.
 const BUILT_IN_VERDICTS: [&str; 3] = ["ACCEPT", "RETURN", "DROP"];
 
+/// The filter chain that holds the guardrails (`exec/iptables/guardrail.rs`): not upstream's,
+/// and no configuration's. It is `ISTIO_…` so that `-save` readers and `check` see it as
+/// Istio's; the apply flow splits it off the state before anything compares chains.
+pub const GUARDRAIL: &str = "ISTIO_GUARDRAIL";
+
 /// Whether `chain` is one of the five built-in chains.
 pub fn is_built_in(chain: &str) -> bool {
     BUILT_IN_CHAINS.contains(&chain)
@@ -32,6 +37,7 @@ mod tests {
         assert!(is_istio("ISTIO_OUTPUT"));
         assert!(!is_istio("ISTIOX"));
         assert!(!is_istio("OUTPUT"));
+        assert!(is_istio(GUARDRAIL));
     }
 
     #[test]

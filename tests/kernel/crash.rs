@@ -15,6 +15,7 @@
 //!   the interrupted argv, which must converge;
 //! - a `--cleanup-only` is rerun with the same argv.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -181,7 +182,14 @@ fn interrupted(choice: Choice, scenario: Scenario) -> Ran {
         }
         let before = harness.state();
         let out = harness.run(&args, Some(k));
-        assert!(!out.status.success(), "K={k}: the interrupted run exited 0");
+        // Killed, not failed: a run that exits on its own could take its own steps back.
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "K={k}: the interrupted run was not SIGKILLed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let left = harness.state();
         if left != before && left != expected {
             intermediate += 1;

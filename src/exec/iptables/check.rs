@@ -72,8 +72,10 @@ pub(crate) fn drift(settings: Settings, plan: &Plan, runner: &dyn Netfilter) -> 
     Ok(found)
 }
 
-/// The Istio part of `live`: every ISTIO chain, the recognised rules of the others, and marked
-/// guardrails a killed run left (drift: the plan has none, so they show as extra rules).
+/// The Istio part of `live`: every ISTIO chain and the recognised rules of the others. A
+/// guardrail a killed run left is part of it (its chain is `ISTIO_GUARDRAIL`, and a jump into
+/// it is recognised like any jump into an ISTIO chain): the plan has none, so it shows as an
+/// extra chain and extra jumps, which is drift.
 fn istio_part(live: &State, plan: &[TokenRule]) -> State {
     let mut part = State::default();
     for (table, chains) in &live.tables {
@@ -83,10 +85,6 @@ fn istio_part(live: &State, plan: &[TokenRule]) -> State {
         }
         for (chain, line) in recognise::recognised(*table, chains, plan) {
             held.entry(chain.to_string()).or_default().push(line.to_string());
-        }
-        for (chain, lines) in chains.iter().filter(|(chain, _)| !is_istio(chain)) {
-            let guardrails = lines.iter().filter(|line| super::compose::is_marked_guardrail(line)).cloned();
-            held.entry(chain.clone()).or_default().extend(guardrails);
         }
         held.retain(|chain, lines| is_istio(chain) || !lines.is_empty());
     }
@@ -215,11 +213,24 @@ mod tests {
     fn a_leftover_guardrail_is_drift_and_the_pods_own_drop_is_not() {
         let plan = plan(&[], false);
         let saved = installed_as_saved(&plan, Family::V4);
-        let guardrail = "-A INPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP";
-        let state = format!("{saved}*filter\n-A INPUT -p udp -j DROP\n{guardrail}\nCOMMIT\n");
+        let guardrail = super::super::guardrail::tests::armed_as_saved();
+        let state = format!("{saved}*filter\n-A INPUT -p udp -j DROP\nCOMMIT\n{guardrail}");
+        let extra = |line: &str| Difference::Extra(line.to_string());
+        let expected = [
+            ("filter FORWARD", extra("-A FORWARD -j ISTIO_GUARDRAIL")),
+            ("filter INPUT", extra("-A INPUT -j ISTIO_GUARDRAIL")),
+            ("filter ISTIO_GUARDRAIL", Difference::ExtraChain),
+            ("filter ISTIO_GUARDRAIL", extra("-A ISTIO_GUARDRAIL -p tcp -j DROP")),
+            ("filter ISTIO_GUARDRAIL", extra("-A ISTIO_GUARDRAIL -p udp -j DROP")),
+            ("filter OUTPUT", extra("-A OUTPUT -j ISTIO_GUARDRAIL")),
+        ];
+        let expected: Vec<(String, &Difference)> = expected.iter().map(|(at, d)| (at.to_string(), d)).collect();
+        assert_eq!(kinds(&drift_over(&state, &plan)), expected);
+        // A chain declared, nothing else (no kill leaves it, but nothing about it is assumed).
+        let declared = format!("{saved}*filter\n:ISTIO_GUARDRAIL - [0:0]\nCOMMIT\n");
         assert_eq!(
-            kinds(&drift_over(&state, &plan)),
-            vec![("filter INPUT".into(), &Difference::Extra(guardrail.into()))]
+            kinds(&drift_over(&declared, &plan)),
+            vec![("filter ISTIO_GUARDRAIL".to_string(), &Difference::ExtraChain)]
         );
     }
 

@@ -1,5 +1,5 @@
-//! The restore input that changes one family: guardrails, removal of everything Istio in the
-//! current state, and the planned rules.
+//! The restore input that changes one family: the guardrail (`guardrail.rs`), removal of
+//! everything Istio in the current state, and the planned rules.
 //!
 //! Upstream removes only what the *current* configuration would create (`apply.md` §3.7), one
 //! `iptables -D/-F/-X` process per line with errors ignored, so chains left by a different
@@ -13,55 +13,13 @@
 use std::collections::BTreeMap;
 
 use crate::chains::is_istio;
-use crate::plan::{Position, Table};
+use crate::plan::Table;
 use crate::render::iptables::TokenRule;
 use crate::render::restore::{Op, RestoreInput};
 
+use super::guardrail::{self, Leftover};
 use super::recognise::recognised;
 use super::state::State;
-
-/// The DROP rules that keep traffic out while chains are rebuilt (`apply.md` §3.8), in
-/// upstream's order. Inserted at position 1 each, so the last is on top.
-pub(super) const GUARDRAILS: [(&str, &str); 6] =
-    [("INPUT", "tcp"), ("INPUT", "udp"), ("FORWARD", "tcp"), ("FORWARD", "udp"), ("OUTPUT", "tcp"), ("OUTPUT", "udp")];
-
-/// The comment that marks a guardrail as this tool's. Upstream's guardrails are a bare
-/// `-p tcp -j DROP`, which a pod's own default-deny looks exactly like; with the mark a
-/// guardrail left by a killed run is always found and never confused with the pod's rules.
-/// No space in it, so `-save` prints it unquoted on legacy and nft alike.
-pub(crate) const GUARDRAIL_COMMENT: &str = "istio-iptables-guardrail";
-
-/// How guardrails are written: marked with [`GUARDRAIL_COMMENT`], or bare where the kernel
-/// has no `comment` match (gVisor). Bare guardrails cannot be told from a pod's own DROP
-/// rules, so only the run that inserted them removes them (its final block, or its rollback).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum Marking {
-    #[default]
-    Marked,
-    Bare,
-}
-
-/// A guardrail's rule spec: `-p PROTO [-m comment --comment MARK] -j DROP`.
-pub(super) fn guardrail_spec(proto: &str, marking: Marking) -> String {
-    match marking {
-        Marking::Marked => format!("-p {proto} -m comment --comment {GUARDRAIL_COMMENT} -j DROP"),
-        Marking::Bare => format!("-p {proto} -j DROP"),
-    }
-}
-
-/// Whether a raw `-A` line of the filter table is a marked guardrail (ours, whoever wrote it).
-pub(crate) fn is_marked_guardrail(line: &str) -> bool {
-    let tokens: Vec<&str> = line.split(' ').collect();
-    let marked = tokens
-        .windows(2)
-        .any(|w| w[0] == "--comment" && w[1].trim_matches(|c| c == '"' || c == '\'') == GUARDRAIL_COMMENT);
-    marked && tokens.ends_with(&["-j", "DROP"]) && GUARDRAILS.iter().any(|(chain, _)| tokens.get(1) == Some(chain))
-}
-
-/// The marked guardrails in `state` (left by a run that was killed before disarming them).
-pub(crate) fn leftover_guardrails(state: &State) -> Vec<&String> {
-    state.rules(Table::Filter).filter(|line| is_marked_guardrail(line)).collect()
-}
 
 /// `-D CHAIN SPEC` for a raw `-A CHAIN SPEC` line of `-save` output.
 pub(super) fn delete_op(line: &str) -> Option<Op> {
@@ -70,17 +28,15 @@ pub(super) fn delete_op(line: &str) -> Option<Op> {
     Some(Op::Delete { chain: chain.to_string(), spec: spec.to_string() })
 }
 
-/// Everything Istio in `current`, as removal ops per table: `-D` for the recognised rules and
-/// leftover marked guardrails, then `-F` and `-X` for every ISTIO chain (flushing all first,
-/// so jumps between ISTIO chains cannot block a delete).
+/// Everything Istio in `current`, as removal ops per table: `-D` for the recognised rules,
+/// then `-F` and `-X` for every ISTIO chain (flushing all first, so jumps between ISTIO chains
+/// cannot block a delete). `current` holds no guardrail (`guardrail::split`): a leftover one
+/// is torn down on its own, before this.
 pub(super) fn removal(current: &State, plan: &[TokenRule]) -> Vec<(Table, Vec<Op>)> {
     let mut tables = Vec::new();
     for (table, chains) in &current.tables {
         let mut ops: Vec<Op> =
             recognised(*table, chains, plan).into_iter().filter_map(|(_, rule)| delete_op(rule)).collect();
-        if *table == Table::Filter {
-            ops.extend(leftover_guardrails(current).into_iter().filter_map(|line| delete_op(line)));
-        }
         let istio: Vec<&String> = chains.keys().filter(|chain| is_istio(chain)).collect();
         ops.extend(istio.iter().map(|chain| Op::Flush(chain.to_string())));
         ops.extend(istio.iter().map(|chain| Op::DeleteChain(chain.to_string())));
@@ -96,39 +52,32 @@ pub(super) fn removal(current: &State, plan: &[TokenRule]) -> Vec<(Table, Vec<Op
 pub(crate) struct Steps<'a> {
     /// Remove everything Istio found in this state.
     pub remove: Option<&'a State>,
-    /// Arm guardrails first and disarm them last (leftovers of a killed run go with `remove`).
+    /// Arm guardrails first and disarm them last.
     pub guard: bool,
-    /// How the guardrails are written.
-    pub marking: Marking,
-    /// Without `remove`: delete the leftover marked guardrails found in this state.
-    pub disarm: Option<&'a State>,
+    /// A guardrail a killed run left: torn down first in the first filter block (before this
+    /// run arms its own, which reuses the name).
+    pub leftover: Option<&'a Leftover>,
     /// The plan's restore input.
     pub apply: Option<&'a RestoreInput>,
 }
 
-/// One restore input for a family: `[guardrails] [per table: removal, then new rules]
-/// [guardrail removal]`. Removal and new rules of a table share one COMMIT, so the table never
-/// shows a half-built state.
+/// One restore input for a family: `[leftover teardown, guardrail] [per table: removal, then
+/// new rules] [guardrail removal]`. Removal and new rules of a table share one COMMIT, so the
+/// table never shows a half-built state; the first filter block arms (after tearing down a
+/// leftover) and may carry filter's removal and rules too, the last one disarms.
 pub(crate) fn compose(steps: Steps<'_>, plan: &[TokenRule]) -> RestoreInput {
     let mut input = RestoreInput::default();
-    if steps.guard {
-        let ops = GUARDRAILS.iter().map(|(chain, proto)| Op::Add {
-            chain: chain.to_string(),
-            position: Position::Insert(1),
-            spec: guardrail_spec(proto, steps.marking),
-        });
-        input.push_block(Table::Filter, ops.collect());
-    }
+    let teardown = steps.leftover.map(guardrail::teardown).unwrap_or_default();
     let mut tables: BTreeMap<Table, Vec<Op>> = BTreeMap::new();
+    if steps.guard {
+        input.push_block(Table::Filter, teardown.into_iter().chain(guardrail::arm()).collect());
+    } else {
+        tables.entry(Table::Filter).or_default().extend(teardown);
+    }
     if let Some(state) = steps.remove {
-        // Leftover marked guardrails are identical to the ones just armed, so deleting them
-        // here leaves exactly six until the last block.
         for (table, ops) in removal(state, plan) {
             tables.entry(table).or_default().extend(ops);
         }
-    } else if let Some(state) = steps.disarm {
-        let leftovers = leftover_guardrails(state).into_iter().filter_map(|line| delete_op(line));
-        tables.entry(Table::Filter).or_default().extend(leftovers);
     }
     if let Some(planned) = steps.apply {
         for (table, ops) in planned.blocks() {
@@ -140,22 +89,15 @@ pub(crate) fn compose(steps: Steps<'_>, plan: &[TokenRule]) -> RestoreInput {
         input.table(table).extend(ops);
     }
     if steps.guard {
-        input.push_block(Table::Filter, guardrail_removal(steps.marking));
+        input.push_block(Table::Filter, guardrail::disarm());
     }
     input
-}
-
-/// Disarms the guardrails (one occurrence of each).
-fn guardrail_removal(marking: Marking) -> Vec<Op> {
-    GUARDRAILS
-        .iter()
-        .map(|(chain, proto)| Op::Delete { chain: chain.to_string(), spec: guardrail_spec(proto, marking) })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Position;
     use crate::render::iptables::restore_input;
 
     const TPROXY_THEN_FOREIGN: &str = "*mangle
@@ -271,28 +213,36 @@ COMMIT
         assert!(!text.contains("0x1/0xffffffff"), "foreign rule touched: {text}");
     }
 
+    /// The pod's default-deny and a guardrail a killed run left, as `-save` prints them.
+    fn pods_drop_and_leftover() -> (State, Leftover) {
+        let saved = format!(
+            "*filter\n-A INPUT -p udp -j DROP\nCOMMIT\n{}*nat\n:ISTIO_OUTPUT - [0:0]\nCOMMIT\n",
+            guardrail::tests::armed_as_saved()
+        );
+        guardrail::split(State::parse(&saved))
+    }
+
     #[test]
     fn reconcile_guards_removes_and_applies_in_one_input() {
-        // The pod's own default-deny looks like an upstream guardrail: it stays. A marked
-        // guardrail left by a killed run goes.
-        let state = State::parse(
-            "*filter\n-A INPUT -p udp -j DROP\n-A OUTPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP\nCOMMIT\n\
-             *nat\n:ISTIO_OUTPUT - [0:0]\nCOMMIT\n",
-        );
+        // The pod's own default-deny looks like an upstream guardrail: it stays. The guardrail a
+        // killed run left is torn down before this run arms its own, in the same block.
+        let (state, leftover) = pods_drop_and_leftover();
         let apply = restore_input(&[rule(Table::Nat, "OUTPUT", "-j ISTIO_OUTPUT")]);
-        let steps = Steps { remove: Some(&state), guard: true, apply: Some(&apply), ..Steps::default() };
-        let mark = "-m comment --comment istio-iptables-guardrail -j DROP";
+        let steps = Steps { remove: Some(&state), guard: true, leftover: Some(&leftover), apply: Some(&apply) };
         assert_eq!(
             compose(steps, &[]).render(),
-            format!(
-                "* filter
--I INPUT 1 -p tcp {mark}
--I INPUT 1 -p udp {mark}
--I FORWARD 1 -p tcp {mark}
--I FORWARD 1 -p udp {mark}
--I OUTPUT 1 -p tcp {mark}
--I OUTPUT 1 -p udp {mark}
--D OUTPUT -p tcp {mark}
+            "* filter
+-D FORWARD -j ISTIO_GUARDRAIL
+-D INPUT -j ISTIO_GUARDRAIL
+-D OUTPUT -j ISTIO_GUARDRAIL
+-F ISTIO_GUARDRAIL
+-X ISTIO_GUARDRAIL
+-N ISTIO_GUARDRAIL
+-A ISTIO_GUARDRAIL -p tcp -j DROP
+-A ISTIO_GUARDRAIL -p udp -j DROP
+-I INPUT 1 -j ISTIO_GUARDRAIL
+-I FORWARD 1 -j ISTIO_GUARDRAIL
+-I OUTPUT 1 -j ISTIO_GUARDRAIL
 COMMIT
 * nat
 -F ISTIO_OUTPUT
@@ -301,36 +251,32 @@ COMMIT
 -A OUTPUT -j ISTIO_OUTPUT
 COMMIT
 * filter
--D INPUT -p tcp {mark}
--D INPUT -p udp {mark}
--D FORWARD -p tcp {mark}
--D FORWARD -p udp {mark}
--D OUTPUT -p tcp {mark}
--D OUTPUT -p udp {mark}
+-D INPUT -j ISTIO_GUARDRAIL
+-D FORWARD -j ISTIO_GUARDRAIL
+-D OUTPUT -j ISTIO_GUARDRAIL
+-F ISTIO_GUARDRAIL
+-X ISTIO_GUARDRAIL
 COMMIT
 "
-            )
         );
-        let bare = Steps { guard: true, marking: Marking::Bare, ..Steps::default() };
-        assert!(compose(bare, &[]).render().starts_with("* filter\n-I INPUT 1 -p tcp -j DROP\n"));
     }
 
     #[test]
-    fn leftover_guardrails_are_disarmed_and_the_pods_drops_kept() {
-        let state = State::parse(
-            "*filter\n-A INPUT -p tcp -j DROP\n-A INPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP\n\
-             -A FORWARD -p udp -m comment --comment \"istio-iptables-guardrail\" -j DROP\n\
-             -A INPUT -p tcp -m comment --comment other -j DROP\nCOMMIT\n",
-        );
-        assert_eq!(leftover_guardrails(&state).len(), 2);
-        let disarm = Steps { disarm: Some(&state), ..Steps::default() };
+    fn a_leftover_guardrail_is_torn_down_and_the_pods_drops_kept() {
+        let (state, leftover) = pods_drop_and_leftover();
+        let teardown =
+            "* filter\n-D FORWARD -j ISTIO_GUARDRAIL\n-D INPUT -j ISTIO_GUARDRAIL\n-D OUTPUT -j ISTIO_GUARDRAIL\n\
+                        -F ISTIO_GUARDRAIL\n-X ISTIO_GUARDRAIL\nCOMMIT\n";
+        // A plain rerun: the teardown only.
+        assert_eq!(compose(Steps { leftover: Some(&leftover), ..Steps::default() }, &[]).render(), teardown);
+        // A cleanup: the teardown first, then Istio's chains; nothing else in filter.
+        let cleanup = Steps { remove: Some(&state), leftover: Some(&leftover), ..Steps::default() };
         assert_eq!(
-            compose(disarm, &[]).render(),
-            "* filter\n-D FORWARD -p udp -m comment --comment \"istio-iptables-guardrail\" -j DROP\n\
-             -D INPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP\nCOMMIT\n"
+            compose(cleanup, &[]).render(),
+            format!("{teardown}* nat\n-F ISTIO_OUTPUT\n-X ISTIO_OUTPUT\nCOMMIT\n")
         );
-        // A cleanup removes them too, and nothing else in filter.
-        assert_eq!(removal_text(state_text(&state).as_str(), &[]), compose(disarm, &[]).render());
+        // The state without the guardrail is only the pod's rule and Istio's chain.
+        assert_eq!(state_text(&state), "*filter\n-A INPUT -p udp -j DROP\nCOMMIT\n");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The iptables flow over the recording fake, its recovery: each rollback path, guardrails
-//! (marked, bare, left by a killed run) and the intermediate states a killed run leaves. The
+//! (armed, refused, left by a killed run) and the intermediate states a killed run leaves. The
 //! decisions themselves are in `flow_tests.rs`, whose helpers these tests share.
 
 use super::apply;
 use super::flow_tests::{
     installed, installed_as_saved, is_check, other_config, plan, restores, run_over, CLEANUP_ONLY, DEFAULT, RECONCILE,
 };
+use super::guardrail::tests::armed_as_saved;
 use super::Settings;
 use crate::exec::fake::{installed_state, FakeNetfilter};
 use crate::plan::Family;
@@ -55,8 +56,7 @@ fn failure_during_reconcile_disarms_guardrails_and_leaves_no_istio_rules() {
     let plan = plan(&[], false);
     let before = installed(&other_config(), Family::V4);
     // The filter commit (guardrails) went through; the rest did not.
-    let after =
-        format!("{before}*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp -m comment --comment istio-iptables-guardrail -j DROP\n-A INPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP\nCOMMIT\n");
+    let after = format!("{before}{}", armed_as_saved());
     let fake = FakeNetfilter::default();
     fake.script_saves(Family::V4, &[&before, &after]);
     fake.fail_restore(Family::V4, 0, "iptables-restore: line 30 failed");
@@ -64,12 +64,8 @@ fn failure_during_reconcile_disarms_guardrails_and_leaves_no_istio_rules() {
     let inputs = restores(&fake, Family::V4);
     assert_eq!(inputs.len(), 2, "{inputs:?}");
     let undo = &inputs[1];
-    for line in [
-        "-D INPUT -p udp -m comment --comment istio-iptables-guardrail -j DROP",
-        "-D INPUT -p tcp -m comment --comment istio-iptables-guardrail -j DROP",
-        "-X ISTIO_TPROXY",
-        "-X ISTIO_OUTPUT",
-    ] {
+    assert!(undo.starts_with(TEARDOWN), "the guardrail goes first:\n{undo}");
+    for line in ["-X ISTIO_TPROXY", "-X ISTIO_OUTPUT"] {
         assert!(undo.lines().any(|l| l == line), "{line} missing from the undo:\n{undo}");
     }
     assert!(!undo.contains("-N "), "{undo}");
@@ -117,8 +113,7 @@ fn one_family_still_empty_is_a_delta_for_the_run() {
     let v4 = restores(&fake, Family::V4);
     assert!(is_check(&v4[0]), "IPv4's rules are checked: {v4:?}");
     assert!(
-        v4[1].contains("-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP")
-            && v4[1].contains("-N ISTIO_OUTPUT"),
+        v4[1].contains("-I INPUT 1 -j ISTIO_GUARDRAIL") && v4[1].contains("-N ISTIO_OUTPUT"),
         "IPv4 rebuilt: {}",
         v4[1]
     );
@@ -126,8 +121,7 @@ fn one_family_still_empty_is_a_delta_for_the_run() {
     assert_eq!(v6.len(), 1, "{v6:?}");
     let planned = restore_input(&token_rules(&plan, Family::V6)).render();
     assert!(
-        v6[0].contains(&planned)
-            && v6[0].contains("-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP"),
+        v6[0].contains(&planned) && v6[0].contains("-I INPUT 1 -j ISTIO_GUARDRAIL"),
         "IPv6 guarded apply: {}",
         v6[0]
     );
@@ -135,43 +129,35 @@ fn one_family_still_empty_is_a_delta_for_the_run() {
 
 // ---- Intermediate states a killed run leaves (issue: every one recoverable). ----
 
-const MARK: &str = "-m comment --comment istio-iptables-guardrail -j DROP";
-
-/// The six marked guardrails, as `-save` prints them, in a filter block of their own.
-fn leftover_guardrails() -> String {
-    let mut text = String::from("*filter\n");
-    for (chain, proto) in [("INPUT", "tcp"), ("INPUT", "udp"), ("OUTPUT", "tcp"), ("FORWARD", "udp")] {
-        text.push_str(&format!("-A {chain} -p {proto} {MARK}\n"));
-    }
-    text + "COMMIT\n"
-}
+/// The ops that tear down a leftover armed guardrail, as a block of their own.
+const TEARDOWN: &str =
+    "* filter\n-D FORWARD -j ISTIO_GUARDRAIL\n-D INPUT -j ISTIO_GUARDRAIL\n-D OUTPUT -j ISTIO_GUARDRAIL\n\
+                        -F ISTIO_GUARDRAIL\n-X ISTIO_GUARDRAIL\n";
 
 /// The pod's own default-deny: exactly what upstream's guardrails look like.
 const POD_DROPS: &str = "*filter\n-A INPUT -p tcp -j DROP\n-A OUTPUT -p udp -j DROP\nCOMMIT\n";
 
-fn deletes_all_leftover_guardrails(input: &str) -> bool {
-    ["-D INPUT -p tcp", "-D INPUT -p udp", "-D OUTPUT -p tcp", "-D FORWARD -p udp"]
-        .iter()
-        .all(|start| input.lines().any(|line| line == format!("{start} {MARK}")))
+fn tears_down_the_leftover(input: &str) -> bool {
+    input.starts_with(TEARDOWN)
 }
 
 #[test]
 fn leftover_guardrails_are_drift_and_every_run_removes_them() {
     let plan = plan(&[], false);
-    let state = format!("{}{}{POD_DROPS}", installed(&plan, Family::V4), leftover_guardrails());
+    let state = format!("{}{}{POD_DROPS}", installed(&plan, Family::V4), armed_as_saved());
     for settings in [DEFAULT, RECONCILE, CLEANUP_ONLY] {
         let (fake, result) = run_over(&state, settings, &plan);
         result.unwrap();
         let writes: Vec<String> = restores(&fake, Family::V4).into_iter().filter(|input| !is_check(input)).collect();
         assert_eq!(writes.len(), 1, "{settings:?}: {writes:?}");
-        assert!(deletes_all_leftover_guardrails(&writes[0]), "{settings:?}: guardrails stay:\n{}", writes[0]);
+        assert!(tears_down_the_leftover(&writes[0]), "{settings:?}: the guardrail stays:\n{}", writes[0]);
         assert!(!writes[0].contains("-D INPUT -p tcp -j DROP"), "{settings:?}: the pod's DROP went:\n{}", writes[0]);
         assert!(!writes[0].contains("-D OUTPUT -p udp -j DROP"), "{settings:?}: the pod's DROP went:\n{}", writes[0]);
     }
-    // Without --reconcile the rules are kept (they are this configuration's): only the disarm.
+    // Without --reconcile the rules are kept (they are this configuration's): only the teardown.
     let (fake, _) = run_over(&state, DEFAULT, &plan);
     let disarm = restores(&fake, Family::V4).pop().unwrap_or_default();
-    assert!(!disarm.contains("-N ") && !disarm.contains("-X "), "{disarm}");
+    assert_eq!(disarm, format!("{TEARDOWN}COMMIT\n"));
 }
 
 #[test]
@@ -183,10 +169,12 @@ fn the_pods_own_drops_survive_a_reconcile_and_a_cleanup() {
         result.unwrap();
         let inputs = restores(&fake, Family::V4);
         assert_eq!(inputs.len(), 1, "{settings:?}: {inputs:?}");
-        // Every DROP the run deletes carries the mark: the pod's bare ones are never named.
-        for line in inputs[0].lines().filter(|line| line.starts_with("-D ") && line.ends_with("-j DROP")) {
-            assert!(line.ends_with(MARK), "{settings:?}: {line}");
-        }
+        // The run deletes no DROP rule: the pod's are never named, the guardrail goes by its chain.
+        assert!(
+            !inputs[0].lines().any(|line| line.starts_with("-D ") && line.ends_with("-j DROP")),
+            "{settings:?}: {}",
+            inputs[0]
+        );
     }
 }
 
@@ -237,64 +225,39 @@ fn a_run_killed_between_families_is_completed_by_a_plain_rerun() {
     assert_eq!(restores(&fake, Family::V6), vec![restore_input(&token_rules(&plan, Family::V6)).render()]);
 }
 
+/// One mechanism: a refused guardrail block is an ordinary failure, never retried in another
+/// form; the block committed nothing, so there is nothing to take back but what the state shows.
 #[test]
-fn a_refused_guardrail_commit_is_retried_bare_and_other_failures_are_not() {
+fn a_refused_guardrail_block_fails_the_run_without_a_retry() {
     let plan = plan(&[], false);
     let state = installed(&other_config(), Family::V4);
     let fake = FakeNetfilter::default();
-    fake.script_saves(Family::V4, &[&state]);
+    fake.script_saves(Family::V4, &[&state, &state]);
     fake.fail_restore(Family::V4, 0, "iptables-restore: line 8 failed");
-    apply(RECONCILE, &plan, &fake).unwrap();
-    let inputs = restores(&fake, Family::V4);
-    assert!(inputs.len() == 2 && !inputs[1].contains("comment"), "{inputs:?}");
-    // A failure past the guardrail block is an ordinary failure: no retry.
-    let fake = FakeNetfilter::default();
-    fake.script_saves(Family::V4, &[&state]);
-    fake.fail_restore(Family::V4, 0, "iptables-restore: line 30 failed");
     apply(RECONCILE, &plan, &fake).unwrap_err();
     let inputs = restores(&fake, Family::V4);
+    assert!(inputs[0].starts_with("* filter\n-N ISTIO_GUARDRAIL\n"), "{inputs:?}");
     assert!(inputs.iter().all(|input| !input.contains("-I INPUT 1 -p tcp -j DROP")), "no bare retry: {inputs:?}");
-    assert!(inputs[0].contains(MARK));
+    assert!(inputs[1..].iter().all(|input| !input.contains("-N ISTIO_GUARDRAIL")), "armed once: {inputs:?}");
 }
 
+/// A reconcile over a guardrail a killed run left: the first filter block tears it down and
+/// arms this run's own (both in one commit, so the window never opens), the last disarms; the
+/// pod's own DROPs are never named.
 #[test]
-fn without_the_comment_match_guardrails_are_bare() {
+fn a_reconcile_replaces_a_leftover_guardrail_in_its_first_block() {
     let plan = plan(&[], false);
-    let fake = FakeNetfilter::default();
-    fake.script_saves(Family::V4, &[&installed(&other_config(), Family::V4)]);
-    fake.fail_restore(
-        Family::V4,
-        0,
-        "iptables-restore v1.8.9 (legacy): Couldn't load match `comment':No such file or directory\n\nError occurred at line: 2",
-    );
-    apply(RECONCILE, &plan, &fake).unwrap();
-    let inputs = restores(&fake, Family::V4);
-    assert_eq!(inputs.len(), 2, "{inputs:?}");
-    assert!(inputs[0].contains(MARK));
-    assert!(!inputs[1].contains("comment"), "{}", inputs[1]);
-    assert!(inputs[1].starts_with("* filter\n-I INPUT 1 -p tcp -j DROP\n"), "{}", inputs[1]);
-    assert!(inputs[1].ends_with("-D OUTPUT -p udp -j DROP\nCOMMIT\n"), "{}", inputs[1]);
-}
-
-/// The pre-clean of a killed run's guardrails happens inside the guarded window of a real
-/// reconcile: after the new guardrails are armed and before they are disarmed (so the six
-/// stand throughout), each leftover deleted once there, the pod's own DROPs never.
-#[test]
-fn a_reconcile_pre_cleans_leftover_guardrails_inside_the_guarded_window() {
-    let plan = plan(&[], false);
-    let state = format!("{}{}{POD_DROPS}", installed(&other_config(), Family::V4), leftover_guardrails());
+    let state = format!("{}{}{POD_DROPS}", installed(&other_config(), Family::V4), armed_as_saved());
     let (fake, result) = run_over(&state, RECONCILE, &plan);
     result.unwrap();
     let inputs = restores(&fake, Family::V4);
     assert_eq!(inputs.len(), 1, "{inputs:?}");
-    let lines: Vec<&str> = inputs[0].lines().collect();
-    let armed = lines.iter().position(|line| line.starts_with("-I INPUT 1 ")).expect("guardrails armed");
+    let input = &inputs[0];
+    assert!(input.starts_with(&format!("{TEARDOWN}-N ISTIO_GUARDRAIL\n")), "{input}");
+    let lines: Vec<&str> = input.lines().collect();
+    let first_commit = lines.iter().position(|line| *line == "COMMIT").expect("a first block");
     let disarm = lines.iter().rposition(|line| *line == "* filter").expect("a final filter block");
-    assert!(lines[disarm + 1..].iter().all(|line| line.starts_with("-D ") || *line == "COMMIT"), "{}", inputs[0]);
-    for (chain, proto) in [("INPUT", "tcp"), ("INPUT", "udp"), ("OUTPUT", "tcp"), ("FORWARD", "udp")] {
-        let delete = format!("-D {chain} -p {proto} {MARK}");
-        let inside: Vec<usize> = (armed + 1..disarm).filter(|at| lines[*at] == delete).collect();
-        assert_eq!(inside.len(), 1, "{delete} once inside the window:\n{}", inputs[0]);
-    }
-    assert!(!inputs[0].contains("-D INPUT -p tcp -j DROP") && !inputs[0].contains("-D OUTPUT -p udp -j DROP"));
+    assert!(lines[first_commit..disarm].iter().all(|line| !line.contains("ISTIO_GUARDRAIL")), "{input}");
+    assert!(input.ends_with("-F ISTIO_GUARDRAIL\n-X ISTIO_GUARDRAIL\nCOMMIT\n"), "{input}");
+    assert!(!input.contains("-D INPUT -p tcp -j DROP") && !input.contains("-D OUTPUT -p udp -j DROP"));
 }

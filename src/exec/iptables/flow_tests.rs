@@ -213,17 +213,22 @@ fn stale_istio_chains_reconcile_guards_removes_and_applies_in_one_input() {
     assert_eq!(inputs.len(), 1, "{inputs:?}");
     let lines: Vec<&str> = inputs[0].lines().collect();
     let at = |line: &str| lines.iter().position(|l| *l == line).unwrap_or_else(|| panic!("{line} missing"));
-    assert_eq!(
-        lines[..2],
-        ["* filter", "-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP"],
-        "guardrails first"
-    );
+    assert_eq!(lines[..2], ["* filter", "-N ISTIO_GUARDRAIL"], "guardrails first");
     // The old TPROXY chains go; the new ones are built after the old are gone, in the same table commit.
-    assert!(at("-X ISTIO_TPROXY") > at("-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP"));
+    assert!(at("-X ISTIO_TPROXY") > at("-I OUTPUT 1 -j ISTIO_GUARDRAIL"));
     assert!(at("-X ISTIO_OUTPUT") < at("-N ISTIO_OUTPUT"));
+    let disarm = lines.iter().rposition(|line| *line == "* filter").expect("a last filter block");
     assert_eq!(
-        lines[lines.len() - 2..],
-        ["-D OUTPUT -p udp -m comment --comment istio-iptables-guardrail -j DROP", "COMMIT"],
+        lines[disarm..],
+        [
+            "* filter",
+            "-D INPUT -j ISTIO_GUARDRAIL",
+            "-D FORWARD -j ISTIO_GUARDRAIL",
+            "-D OUTPUT -j ISTIO_GUARDRAIL",
+            "-F ISTIO_GUARDRAIL",
+            "-X ISTIO_GUARDRAIL",
+            "COMMIT"
+        ],
         "guardrails removed last"
     );
 }
@@ -255,10 +260,7 @@ fn foreign_rules_only_apply_with_every_flag_and_are_never_removed() {
     result.unwrap();
     let inputs = restores(&fake, Family::V4);
     assert_eq!(inputs.len(), 1);
-    assert!(
-        inputs[0].contains("-I INPUT 1 -p tcp -m comment --comment istio-iptables-guardrail -j DROP")
-            && inputs[0].contains("-N ISTIO_OUTPUT")
-    );
+    assert!(inputs[0].contains("-I INPUT 1 -j ISTIO_GUARDRAIL") && inputs[0].contains("-N ISTIO_OUTPUT"));
     assert!(!inputs[0].contains("--dport 123"), "the pod's own rule stays:\n{}", inputs[0]);
     let (fake, result) = run_over(FOREIGN, CLEANUP_ONLY, &plan);
     result.unwrap();

@@ -13,6 +13,7 @@ pub(crate) mod check;
 mod commands;
 mod compose;
 mod detect;
+mod guardrail;
 mod recognise;
 mod resume;
 mod sandbox;
@@ -36,7 +37,7 @@ use crate::render::save::{saved_rules, SavedRule};
 use commands::family_label;
 pub use commands::CommandError;
 pub(crate) use commands::{Runner, Tool, Variant};
-use compose::{leftover_guardrails, Marking, Steps};
+use compose::Steps;
 pub(crate) use detect::kernel_lists_no_tables;
 use state::{Comparison, Decision, State};
 
@@ -71,9 +72,11 @@ struct FamilyRun {
     /// The plan's restore input for this family (when resuming an interrupted apply of this
     /// configuration: only the tables still missing).
     planned: RestoreInput,
-    /// `-save` output at the start, and parsed.
+    /// `-save` output at the start, and parsed, without a guardrail a killed run left ...
     saved: String,
     before: State,
+    /// ... which is kept apart: it is drift whatever the configuration, and every run removes it.
+    guardrail: guardrail::Leftover,
     /// IPv6 while it is off: read only so that `--reconcile` and `--cleanup-only` can remove an
     /// earlier IPv6-on run's rules; nothing is planned for it.
     leftovers_only: bool,
@@ -123,9 +126,11 @@ pub(crate) fn apply(config: Settings, plan: &Plan, runner: &dyn Netfilter) -> Re
         let rules = if leftovers_only { Vec::new() } else { token_rules(plan, family) };
         let saved_rules = if leftovers_only { Vec::new() } else { saved_rules(plan, family) };
         let planned = restore_input(&rules);
+        let (before, guardrail) = guardrail::split(State::parse(&detected.saved));
         runs.push(FamilyRun {
             saved_rules,
-            before: State::parse(&detected.saved),
+            before,
+            guardrail,
             saved: detected.saved,
             tool: detected.tool,
             rules,
@@ -170,7 +175,8 @@ fn run(config: Settings, runner: &dyn Netfilter, runs: &mut [FamilyRun]) -> Resu
             // Only removal: no guardrails (nothing is rebuilt) and nothing to apply. Under
             // `--reconcile` it happens whatever the IPv4 verdict, since that verdict cannot
             // see this family.
-            let cleanup = decision.cleanup || (flags.reconcile && recognise::has_istio_rules(&run.before, &[]));
+            let istio = recognise::has_istio_rules(&run.before, &[]) || !run.guardrail.is_empty();
+            let cleanup = decision.cleanup || (flags.reconcile && istio);
             Decision { cleanup, guardrails: false, apply: false }
         } else {
             decision
@@ -215,12 +221,13 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
     // for the others, and `run` cleans it on its own.
     for run in runs.iter().filter(|run| !run.leftovers_only) {
         let planned = !run.rules.is_empty();
-        let has_residue = run.before.has_entries();
-        let guardrails_left = leftover_guardrails(&run.before).len();
-        if guardrails_left > 0 {
+        let guardrail_left = !run.guardrail.is_empty();
+        let has_residue = run.before.has_entries() || guardrail_left;
+        if guardrail_left {
             tracing::warn!(
-                "Found {guardrails_left} {} guardrails left by an interrupted run: they are drift and will be removed",
-                run.label()
+                "Found the {} guardrail chain {} left by an interrupted run: it is drift and will be removed",
+                run.label(),
+                crate::chains::GUARDRAIL
             );
         }
         let family_delta = match state::compare(&State::of(&run.planned), &run.before) {
@@ -251,7 +258,7 @@ fn verify(runner: &dyn Netfilter, runs: &[FamilyRun], config: Settings) -> (bool
             tracing::info!("Ignoring residues because no rules are planned for {}", run.label());
         }
         residue |= has_residue && planned;
-        delta |= family_delta || guardrails_left > 0;
+        delta |= family_delta || guardrail_left;
     }
     if !residue {
         tracing::info!("Clean-state detected, new iptables are needed");
@@ -312,64 +319,36 @@ fn checks_pass(runner: &dyn Netfilter, tool: &Tool, checks: &RestoreInput) -> bo
     }
 }
 
-/// Cleanup and/or apply for one family, as one restore input; leftover guardrails of an
-/// interrupted run are removed whatever the decision.
+/// Cleanup and/or apply for one family, as one restore input; a guardrail an interrupted run
+/// left is torn down whatever the decision.
 fn change(runner: &dyn Netfilter, run: &mut FamilyRun, decision: Decision) -> Result<()> {
-    let mut marking = Marking::Marked;
-    loop {
-        let steps = Steps {
-            remove: decision.cleanup.then_some(&run.before),
-            guard: decision.guardrails,
-            marking,
-            disarm: Some(&run.before),
-            apply: decision.apply.then_some(&run.planned),
-        };
-        let input = compose::compose(steps, &run.rules);
-        if input.is_empty() {
-            return Ok(());
+    let steps = Steps {
+        remove: decision.cleanup.then_some(&run.before),
+        guard: decision.guardrails,
+        leftover: Some(&run.guardrail),
+        apply: decision.apply.then_some(&run.planned),
+    };
+    let input = compose::compose(steps, &run.rules);
+    if input.is_empty() {
+        return Ok(());
+    }
+    let text = input.render();
+    tracing::info!(
+        "Running iptables restore with: {} and the following input:\n{}",
+        run.tool.restore_program(),
+        text.trim()
+    );
+    run.attempted = Some(input);
+    match runner.restore(&run.tool, &text) {
+        Ok(()) => {
+            run.restored = Some(text);
+            Ok(())
         }
-        let text = input.render();
-        tracing::info!(
-            "Running iptables restore with: {} and the following input:\n{}",
-            run.tool.restore_program(),
-            text.trim()
-        );
-        run.attempted = Some(input);
-        match runner.restore(&run.tool, &text) {
-            Ok(()) => {
-                run.restored = Some(text);
-                return Ok(());
-            }
-            // No `comment` match (gVisor): the guardrail block is the input's first, and a
-            // table commits atomically, so nothing was changed; arm bare guardrails instead.
-            Err(source) if decision.guardrails && marking == Marking::Marked && lacks_comment_match(&source) => {
-                tracing::warn!(
-                    "the kernel has no comment match ({}); using unmarked guardrails",
-                    source.xtables_text()
-                );
-                marking = Marking::Bare;
-            }
-            Err(source) => {
-                tracing::error!("Command error: {}", source.xtables_text());
-                return Err(Error::RestoreFailed { program: run.tool.program.clone(), family: run.label(), source });
-            }
+        Err(source) => {
+            tracing::error!("Command error: {}", source.xtables_text());
+            Err(Error::RestoreFailed { program: run.tool.program.clone(), family: run.label(), source })
         }
     }
-}
-
-/// Whether a guarded restore failed in its first block, the marked guardrails: iptables could
-/// not load the `comment` match ("Couldn't load match `comment'"; nothing else in our inputs
-/// mentions a comment), or the kernel refused that block's commit ("line 8 failed", "Error
-/// occurred at line: 2"). The block commits atomically, so nothing was changed.
-fn lacks_comment_match(error: &CommandError) -> bool {
-    const GUARD_BLOCK_LINES: u32 = 8;
-    let stderr = &error.stderr;
-    let failed_line = stderr.match_indices("line").find_map(|(at, _)| {
-        let rest = stderr[at + 4..].trim_start_matches([':', ' ']);
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse::<u32>().ok()
-    });
-    error.spawn.is_none() && (stderr.contains("comment") || failed_line.is_some_and(|line| line <= GUARD_BLOCK_LINES))
 }
 
 /// After a failed restore in the last of `runs`: no family may stay half-captured while

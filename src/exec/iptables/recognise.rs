@@ -64,7 +64,7 @@ fn captures<'a>(pattern: &[&str], line: &'a str) -> Option<Vec<&'a str>> {
 }
 
 /// The first `-j`/`-g` target of a `-save` rule line.
-fn target(line: &str) -> Option<&str> {
+pub(super) fn target(line: &str) -> Option<&str> {
     let tokens: Vec<&str> = line.split(' ').collect();
     tokens.windows(2).find(|w| matches!(w[0], "-j" | "--jump" | "-g" | "--goto")).map(|w| w[1])
 }

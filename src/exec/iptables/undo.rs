@@ -8,12 +8,14 @@ use crate::plan::Table;
 use crate::render::iptables::TokenRule;
 use crate::render::restore::{Op, RestoreInput};
 
-use super::compose::{delete_op, guardrail_spec, is_marked_guardrail, removal, Marking, GUARDRAILS};
+use super::compose::{delete_op, removal};
+use super::guardrail;
 use super::recognise::recognised;
 use super::state::State;
 
 /// What one restore input of ours adds, per table: the chains it declares, and how many rules
-/// it appends or inserts per chain.
+/// it appends or inserts per chain. The guardrail is not counted: it is torn down whoever
+/// armed it.
 #[derive(Debug, Default)]
 struct Written {
     declared: Vec<String>,
@@ -24,7 +26,7 @@ fn written(input: &RestoreInput) -> BTreeMap<Table, Written> {
     let mut tables: BTreeMap<Table, Written> = BTreeMap::new();
     for (table, ops) in input.blocks() {
         let entry = tables.entry(table).or_default();
-        for op in ops {
+        for op in ops.iter().filter(|op| !guardrail::is_guardrail_op(op)) {
             match op {
                 Op::NewChain(chain) => entry.declared.push(chain.clone()),
                 Op::Add { chain, .. } => *entry.rules.entry(chain.clone()).or_default() += 1,
@@ -43,9 +45,11 @@ fn has_chain(chains: Option<&BTreeMap<String, Vec<String>>>, chain: &str) -> boo
 /// two dumps of the same family. Only this run's additions are taken back: ISTIO chains it
 /// declared that `before` lacked are flushed and deleted, and of the rules that appeared in a
 /// chain it wrote to, at most as many as it wrote there, and in built-in chains only those that
-/// are Istio's or a guardrail, so a rule someone else added meanwhile stays. What existed before
-/// is left alone, unless `remove_all`: then everything Istio that remains goes too (the family
-/// must end with none of Istio's rules rather than a mix of an old and a new configuration).
+/// are Istio's, so a rule someone else added meanwhile stays. What existed before is left
+/// alone, unless `remove_all`: then everything Istio that remains goes too (the family must end
+/// with none of Istio's rules rather than a mix of an old and a new configuration). A guardrail
+/// in `after` (`before` holds none: it is split off) is always torn down, first: no run ends
+/// with one armed.
 pub(crate) fn undo(
     before: &State,
     after: &State,
@@ -54,7 +58,9 @@ pub(crate) fn undo(
     plan: &[TokenRule],
 ) -> RestoreInput {
     let written = written(input);
+    let (after, leftover) = guardrail::split(after.clone());
     let mut undo = RestoreInput::default();
+    undo.push_block(Table::Filter, guardrail::teardown(&leftover));
     let mut remaining = State::default();
     for (table, chains) in &after.tables {
         let had = before.tables.get(table);
@@ -70,14 +76,7 @@ pub(crate) fn undo(
             let mut budget = ours.and_then(|w| w.rules.get(chain)).copied().unwrap_or(0);
             let kept = kept.entry(chain.clone()).or_default();
             for rule in rules {
-                let ours = !chains::is_built_in(chain)
-                    || istio_rules.contains(&(chain.as_str(), rule.as_str()))
-                    || is_marked_guardrail(rule)
-                    // A bare guardrail (no `comment` match) counts only against what this run
-                    // inserted (the budget): it looks exactly like a pod's own DROP rule.
-                    || GUARDRAILS
-                        .iter()
-                        .any(|(c, proto)| *rule == format!("-A {c} {}", guardrail_spec(proto, Marking::Bare)));
+                let ours = !chains::is_built_in(chain) || istio_rules.contains(&(chain.as_str(), rule.as_str()));
                 match old.iter().position(|o| *o == rule) {
                     Some(at) => {
                         old.remove(at);
@@ -93,7 +92,7 @@ pub(crate) fn undo(
         }
         ops.extend(new_chains.iter().map(|c| Op::Flush(c.to_string())));
         ops.extend(new_chains.iter().map(|c| Op::DeleteChain(c.to_string())));
-        undo.push_block(*table, ops);
+        undo.table(*table).extend(ops);
     }
     if remove_all {
         for (table, ops) in removal(&remaining, plan) {
@@ -111,30 +110,37 @@ mod tests {
     #[test]
     fn undo_removes_only_what_this_run_wrote() {
         let before = State::parse("*nat\n:ISTIO_OLD - [0:0]\n-A OUTPUT -j ACCEPT\nCOMMIT\n");
-        let after = State::parse(
-            "*filter\n-A INPUT -p tcp -j DROP\n-A INPUT -p tcp -m tcp --dport 9 -j DROP\nCOMMIT\n\
+        let after = State::parse(&format!(
+            "*filter\n-A INPUT -p tcp -j DROP\n-A INPUT -p tcp -m tcp --dport 9 -j DROP\nCOMMIT\n{}\
              *nat\n:ISTIO_OLD - [0:0]\n:ISTIO_NEW - [0:0]\n:ISTIO_OTHER - [0:0]\n\
              -A OUTPUT -j ACCEPT\n-A OUTPUT -j ACCEPT\n-A OUTPUT -j ISTIO_NEW\n-A ISTIO_NEW -j RETURN\nCOMMIT\n",
-        );
+            guardrail::tests::armed_as_saved()
+        ));
         let add = |chain: &str, position, spec: &str| Op::Add { chain: chain.into(), position, spec: spec.into() };
         let mut input = RestoreInput::default();
-        input.table(Table::Filter).push(add("INPUT", Position::Insert(1), "-p tcp -j DROP"));
+        input.table(Table::Filter).extend(guardrail::arm());
         input.table(Table::Nat).extend([
             Op::NewChain("ISTIO_NEW".into()),
             add("ISTIO_NEW", Position::Append, "-j RETURN"),
             add("OUTPUT", Position::Append, "-j ISTIO_NEW"),
         ]);
-        // The second ACCEPT, the port 9 DROP and ISTIO_OTHER appeared meanwhile, not from this run.
+        // The second ACCEPT, the two DROPs (a pod's default-deny looks like upstream's guardrail)
+        // and ISTIO_OTHER appeared meanwhile, not from this run; the guardrail goes.
+        let teardown =
+            "* filter\n-D FORWARD -j ISTIO_GUARDRAIL\n-D INPUT -j ISTIO_GUARDRAIL\n-D OUTPUT -j ISTIO_GUARDRAIL\n\
+                        -F ISTIO_GUARDRAIL\n-X ISTIO_GUARDRAIL\nCOMMIT\n";
         assert_eq!(
             undo(&before, &after, &input, false, &[]).render(),
-            "* filter\n-D INPUT -p tcp -j DROP\nCOMMIT\n* nat\n-D OUTPUT -j ISTIO_NEW\n-F ISTIO_NEW\n-X ISTIO_NEW\nCOMMIT\n"
+            format!("{teardown}* nat\n-D OUTPUT -j ISTIO_NEW\n-F ISTIO_NEW\n-X ISTIO_NEW\nCOMMIT\n")
         );
-        assert!(undo(&after, &after, &input, false, &[]).is_empty());
+        let (without_guardrail, _) = guardrail::split(after.clone());
+        assert!(undo(&without_guardrail, &without_guardrail, &input, false, &[]).is_empty());
         // Removing all also takes what was Istio's before the run (but nothing foreign).
         assert_eq!(
             undo(&before, &after, &input, true, &[]).render(),
-            "* filter\n-D INPUT -p tcp -j DROP\nCOMMIT\n\
-             * nat\n-D OUTPUT -j ISTIO_NEW\n-F ISTIO_NEW\n-X ISTIO_NEW\n-F ISTIO_OLD\n-F ISTIO_OTHER\n-X ISTIO_OLD\n-X ISTIO_OTHER\nCOMMIT\n"
+            format!(
+                "{teardown}* nat\n-D OUTPUT -j ISTIO_NEW\n-F ISTIO_NEW\n-X ISTIO_NEW\n-F ISTIO_OLD\n-F ISTIO_OTHER\n-X ISTIO_OLD\n-X ISTIO_OTHER\nCOMMIT\n"
+            )
         );
     }
 }
