@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for SECONDS each (default 30), starting from the committed seeds in
-# fuzz/seeds/<target>. New inputs go to target/fuzz-corpus/<target> (not committed); a crash
+# fuzz/seeds/<target>: the hand-made, named ones plus the corpus of a 10-minute run per target,
+# minimised with `cargo fuzz cmin` (the files named by their hash). New inputs go to target/fuzz-corpus/<target> (not committed); a crash
 # leaves its input under fuzz/artifacts/<target> and fails the script.
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`).
