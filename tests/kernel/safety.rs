@@ -21,6 +21,7 @@ pub fn tests() -> Vec<Trial> {
         a_hanging_restore_is_killed_at_the_deadline,
         nft_interface_names_are_applied_literally,
         nft_keywords_as_interface_names_are_applied_literally,
+        missing_net_raw_is_named_before_legacy_changes_anything,
         an_endless_resolv_conf_fails_fast,
         a_fifo_as_resolv_conf_fails_fast,
         an_oversized_resolv_conf_fails_fast,
@@ -273,6 +274,34 @@ fn nft_keywords_as_interface_names_are_applied_literally() -> Ran {
         assert_eq!(out.status.code(), Some(1), "{word}: {stderr}");
         assert!(stderr.contains("at most 15 characters"), "{word}: {stderr}");
     }
+    Ok(())
+}
+
+/// iptables-legacy without CAP_NET_RAW: `-save` works, every change fails with "unable to
+/// initialize table 'nat'". The run names the capability and the fix instead, changing nothing.
+fn missing_net_raw_is_named_before_legacy_changes_anything() -> Ran {
+    support::require_programs(&["setpriv"])?;
+    let legacy = Choice::Forced(Backend::Legacy);
+    legacy.available()?;
+    let ns = pod("noraw");
+    let args = with_backend(legacy, &sidecar_with(&[]));
+    let out = ns
+        .command("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-net_raw", "--"])
+        .arg(support::binary_under_test())
+        .args(&args)
+        .output()
+        .expect("run setpriv");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("missing CAP_NET_RAW (iptables-legacy"), "{log}");
+    assert!(log.contains("capabilities: add: [NET_ADMIN, NET_RAW]"), "{log}");
+    assert!(!log.contains("initialize table"), "{log}");
+    assert_eq!(rules(&ns, Backend::Legacy, false), Vec::<String>::new());
+    // With the capability the same run applies: the check is not a false alarm.
+    let out = run(&ns, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!rules(&ns, Backend::Legacy, false).is_empty());
     Ok(())
 }
 
