@@ -21,7 +21,7 @@ use crate::error::{Error, Result, UsageError};
 
 mod value;
 
-pub use value::{FlagValue, Setting, Source};
+pub use value::{Deadline, FlagValue, Setting, Source};
 
 /// How a flag's value is parsed, on the command line and from the environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,13 +267,13 @@ define_flags! {
         long: "resolv-conf", default: "/etc/resolv.conf", group: Extension,
         help: "The resolv.conf file whose nameservers DNS capture redirects (a regular file of at most 1 MiB)",
     }
-    CommandTimeout command_timeout: Duration {
+    CommandTimeout command_timeout: Deadline {
         long: "command-timeout", default: "60s", env: "ISTIO_IPTABLES_COMMAND_TIMEOUT", group: Extension,
-        help: "How long each program the run starts (iptables-restore, -save, nft) may take before it is killed and the run fails with a rollback (Go duration; 0: the default)",
+        help: "How long each program the run starts (iptables-restore, -save, nft) may take before it is killed and the run fails with a rollback (a positive Go duration)",
     }
-    LockTimeout lock_timeout: Duration {
+    LockTimeout lock_timeout: Deadline {
         long: "lock-timeout", default: "30s", env: "ISTIO_IPTABLES_LOCK_TIMEOUT", group: Extension,
-        help: "How long to wait while another run programs the same network namespace (Go duration; 0: the default)",
+        help: "How long to wait while another run programs the same network namespace (a positive Go duration)",
     }
     Report report: String {
         long: "report", default: "", env: "ISTIO_IPTABLES_REPORT", group: Extension,
@@ -622,17 +622,19 @@ mod tests {
 
     #[test]
     fn deadlines_come_from_the_flag_or_the_environment() {
-        let f = flags(&[], &[]);
-        assert_eq!((f.command_timeout.value, f.lock_timeout.value), (Duration::from_secs(60), Duration::from_secs(30)));
+        let deadlines = |f: &Flags| (f.command_timeout.value.parsed, f.lock_timeout.value.parsed);
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(deadlines(&flags(&[], &[])), (secs(60), secs(30)));
         let env = [("ISTIO_IPTABLES_COMMAND_TIMEOUT", "90s"), ("ISTIO_IPTABLES_LOCK_TIMEOUT", "2m")];
-        let f = flags(&[], &env);
-        assert_eq!(
-            (f.command_timeout.value, f.lock_timeout.value),
-            (Duration::from_secs(90), Duration::from_secs(120))
-        );
+        assert_eq!(deadlines(&flags(&[], &env)), (secs(90), secs(120)));
         let f = flags(&["--command-timeout=5s", "--lock-timeout", "1s"], &env);
-        assert_eq!((f.command_timeout.value, f.lock_timeout.value), (Duration::from_secs(5), Duration::from_secs(1)));
+        assert_eq!(deadlines(&f), (secs(5), secs(1)));
         assert!(usage_error(&["--lock-timeout=soon"]).contains("--lock-timeout"));
+        // Kept as given for the configuration to refuse: Go reads `-1s` as zero.
+        let f = flags(&["--command-timeout=-1s"], &[("ISTIO_IPTABLES_LOCK_TIMEOUT", "soon")]);
+        assert_eq!(f.command_timeout.value, Deadline { raw: "-1s".into(), parsed: Some(Duration::ZERO) });
+        assert_eq!(f.lock_timeout.value, Deadline { raw: "soon".into(), parsed: None });
+        assert_eq!(f.lock_timeout.name(), "ISTIO_IPTABLES_LOCK_TIMEOUT");
         let help = command().render_help().to_string().split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(help.contains("[default: 60s] [env: ISTIO_IPTABLES_COMMAND_TIMEOUT]"), "{help}");
     }

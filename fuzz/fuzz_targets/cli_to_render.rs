@@ -10,11 +10,18 @@ use std::collections::BTreeMap;
 use libfuzzer_sys::fuzz_target;
 
 /// Arguments and variables the target keeps away from the tool: the ones that would leave the
-/// dry run (`--dry-run=false`, a `--` before the forced flag), write a file (DRY_RUN_FILE_PATH),
-/// open sockets and wait (validation), or read a path the input chose (a FIFO would hang).
+/// dry run (`--dry-run=false`, a `--` before the forced flag), open sockets and wait
+/// (validation), or take a path the input chose, so that fuzzing never writes or opens a file
+/// anywhere: `DRY_RUN_FILE_PATH`, `--report`/`ISTIO_IPTABLES_REPORT` (written even by a dry
+/// run), `--resolv-conf` (a FIFO would hang), `--network-namespace`/`NETWORK_NAMESPACE`, and
+/// the accepted-but-ignored `--log_target`/`--log_rotate` paths. These are every path-valued
+/// row of the flag table (`src/cli.rs`); a new one belongs here. Matched on substrings, case
+/// folded, so `--report=/x`, `ISTIO_IPTABLES_REPORT=/x` and the like are all dropped.
 fn unsafe_for_a_dry_run(item: &str) -> bool {
     let lower = item.to_ascii_lowercase();
-    ["dry", "validation", "resolv", "trace"].iter().any(|word| lower.contains(word))
+    ["dry", "validation", "resolv", "trace", "report", "namespace", "log_target", "log_rotate"]
+        .iter()
+        .any(|word| lower.contains(word))
         || item == "--"
         || (item.starts_with('-') && !item.starts_with("--") && item.contains('n'))
 }

@@ -93,6 +93,28 @@ impl FlagValue for Duration {
     }
 }
 
+/// A deadline (our `--command-timeout`, `--lock-timeout`): a Go duration the configuration
+/// requires to be positive. Go's parser accepts `-1s` (read as zero) and the environment takes
+/// any text, so the raw value is kept for the configuration's error to show as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadline {
+    pub raw: String,
+    /// `None` for an environment value that is no duration at all.
+    pub parsed: Option<Duration>,
+}
+
+impl FlagValue for Deadline {
+    const KIND: Kind = Kind::Duration;
+    fn from_command_line(raw: &str) -> Result<Self, FlagValueError> {
+        Ok(Deadline { raw: raw.to_string(), parsed: Some(gocompat::parse_go_duration(raw)?) })
+    }
+    /// Unlike upstream's durations, an unparsable value is not read as 0 and ignored: it is kept
+    /// for the configuration to refuse.
+    fn from_env(raw: &str) -> Option<Self> {
+        Some(Deadline { raw: raw.to_string(), parsed: gocompat::parse_go_duration(raw).ok() })
+    }
+}
+
 /// Where a resolved value came from; the config stage names it in errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

@@ -14,7 +14,7 @@ use ipnet::Ipv4Net;
 pub use cidr::{CidrLists, OutboundCidrs};
 pub use values::{IfaceName, InboundPorts, OwnerId, Port, PortSpec};
 
-use crate::cli::{Flags, Setting};
+use crate::cli::{Deadline, Flags, Setting};
 use crate::error::{ConfigError, Error, Result};
 use crate::host::{self, HostFacts, HostNeeds};
 
@@ -218,8 +218,8 @@ impl Config {
             run_validation: flags.run_validation.value,
             probe_port: flags.probe_port.value,
             probe_timeout: flags.probe_timeout.value,
-            command_timeout: flags.command_timeout.value,
-            lock_timeout: flags.lock_timeout.value,
+            command_timeout: deadline(&flags.command_timeout)?,
+            lock_timeout: deadline(&flags.lock_timeout)?,
             reconcile: flags.reconcile.value,
             cleanup_only: flags.cleanup_only.value,
             force_apply: flags.force_apply.value,
@@ -232,6 +232,15 @@ impl Config {
             echoed_env: ECHOED_ENV.iter().map(|name| (*name, env.get(*name).cloned().unwrap_or_default())).collect(),
         })
     }
+}
+
+/// A deadline as the run uses it. Zero or negative (Go reads `-1s` as a wait of zero) would
+/// kill every program at once or mean "no deadline" by accident, so it is refused, as is an
+/// environment value that is no duration.
+fn deadline(setting: &Setting<Deadline>) -> Result<Duration> {
+    setting.value.parsed.filter(|wait| !wait.is_zero()).ok_or_else(|| {
+        Error::invalid(&setting.name(), &setting.value.raw, "expected a positive duration such as 30s or 2m")
+    })
 }
 
 /// Upstream's own checks, in upstream's order (the first failure is the one reported), and the
@@ -494,6 +503,28 @@ mod tests {
         // Unused settings cannot fail a run, as before: REDIRECT has no mark, no ports no routes.
         assert!(build(&["-u", "1", "-t", "0", "-r", "0"], &env, &host).is_ok());
         assert!(build(&["-u", "1", "-m", "TPROXY", "-r", "0"], &env, &host).is_ok());
+    }
+
+    #[test]
+    fn deadlines_must_be_positive() {
+        let env = [("ENABLE_INBOUND_IPV6", "false")];
+        let host = HostFacts::default();
+        let config = build(&["-u", "1", "--command-timeout=90s"], &env, &host).unwrap();
+        assert_eq!((config.command_timeout, config.lock_timeout), (Duration::from_secs(90), Duration::from_secs(30)));
+        for (args, variable, value, setting) in [
+            (&["--command-timeout=-1s"][..], None, "-1s", "--command-timeout"),
+            (&["--lock-timeout", "0"], None, "0", "--lock-timeout"),
+            (&[], Some("ISTIO_IPTABLES_COMMAND_TIMEOUT"), "-1s", "ISTIO_IPTABLES_COMMAND_TIMEOUT"),
+            (&[], Some("ISTIO_IPTABLES_LOCK_TIMEOUT"), "soon", "ISTIO_IPTABLES_LOCK_TIMEOUT"),
+        ] {
+            let env = [env[0], (variable.unwrap_or("UNUSED"), value)];
+            let err = build(&[&["-u", "1"][..], args].concat(), &env, &host).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid value \"{value}\" for {setting}: expected a positive duration such as 30s or 2m")
+            );
+            assert_eq!(err.exit_code(), 1);
+        }
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub(crate) trait Netfilter {
     fn lists_no_tables(&self, family: Family, variant: Variant) -> bool;
     /// Whether `program` is installed where spawning it would find it.
     fn installed(&self, program: &str) -> bool;
+    /// Fails, naming the capability and the fix, when this process cannot change rules with
+    /// `variant` (iptables-legacy needs `CAP_NET_RAW`). A fake can drive any variant.
+    fn can_change_with(&self, _variant: Variant) -> Result<()> {
+        Ok(())
+    }
 
     /// `nft args…` with `stdin`: `--version`, `--check -f -` (a probe) and `-f -` (the commit).
     fn nft(&self, args: &[&str], stdin: Option<&str>) -> Result<ProgramOutput>;
@@ -92,6 +97,13 @@ impl System {
 }
 
 impl Netfilter for System {
+    fn can_change_with(&self, variant: Variant) -> Result<()> {
+        match variant {
+            Variant::Legacy => crate::capabilities::check_for_legacy_this_process(),
+            Variant::Nft => Ok(()),
+        }
+    }
+
     fn save(&self, tool: &Tool) -> Result<String, CommandError> {
         self.runner.save(tool)
     }

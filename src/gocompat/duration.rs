@@ -41,8 +41,9 @@ const DURATION_LIMIT: u64 = 1 << 63;
 /// `ns us µs μs ms s m h`; a bare `0` is allowed. Errors carry Go's text, e.g.
 /// `time: invalid duration "abc"`.
 ///
-/// Go accepts negative durations; they are returned as [`Duration::ZERO`] because the only
-/// duration setting (the probe timeout) treats a negative wait as no wait.
+/// Go accepts negative durations; they are returned as [`Duration::ZERO`]: upstream's probe
+/// timeout treats a negative wait as no wait, and the configuration refuses a zero deadline
+/// (`--command-timeout`, `--lock-timeout`, see `crate::cli::Deadline`).
 pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
     let invalid = || DurationError { input: s.to_owned(), kind: DurationErrorKind::Invalid };
     let (negative, mut rest) = match s.as_bytes().first() {

@@ -9,15 +9,21 @@ use crate::error::ReadError;
 use crate::host;
 use crate::plan::Owner;
 
-/// A name that is in neither the numeric form nor the database it belongs to.
+/// A name that is neither numeric nor resolvable from the database it belongs to.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind} {name:?} is not listed in {path} (names are resolved without NSS; use a numeric id or add the entry)", path = path.display())]
-pub struct UnknownName {
-    pub kind: &'static str,
-    pub name: String,
-    pub path: PathBuf,
-    #[source]
-    pub source: Option<ReadError>,
+pub enum UnknownName {
+    #[error("{kind} {name:?} is not listed in {path} (names are resolved without NSS; use a numeric id or add the entry)", path = path.display())]
+    NotListed { kind: &'static str, name: String, path: PathBuf },
+    /// The database itself could not be read (a FIFO, a device, over the size cap, ...): that is
+    /// the cause to report, not the name.
+    #[error("cannot resolve {kind} {name:?}: cannot read {path}: {source}", path = path.display())]
+    Unreadable {
+        kind: &'static str,
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: ReadError,
+    },
 }
 
 /// Resolves names, reading each database at most once per run, with the same bounded reader and
@@ -43,11 +49,21 @@ impl IdResolver {
         if let Ok(number) = id.as_str().parse::<u32>() {
             return Ok(number);
         }
-        let unknown = |source| UnknownName { kind, name: id.as_str().to_string(), path: path.clone(), source };
+        let name = || id.as_str().to_string();
         if cache.is_none() {
-            *cache = Some(host::read_host_file(path).map_err(|err| unknown(Some(err)))?);
+            let text = host::read_host_file(path).map_err(|source| UnknownName::Unreadable {
+                kind,
+                name: name(),
+                path: path.clone(),
+                source,
+            })?;
+            *cache = Some(text);
         }
-        cache.as_deref().and_then(|text| lookup(text, id.as_str())).ok_or_else(|| unknown(None))
+        cache.as_deref().and_then(|text| lookup(text, id.as_str())).ok_or_else(|| UnknownName::NotListed {
+            kind,
+            name: name(),
+            path: path.clone(),
+        })
     }
 }
 
@@ -71,5 +87,27 @@ mod tests {
         assert_eq!(ids.owner(&Owner::Uid(OwnerId::parse("-u", "istio-proxy").unwrap())).unwrap(), 1337);
         let err = ids.owner(&owner_gid("nosuchgroup")).unwrap_err().to_string();
         assert!(err.starts_with("group \"nosuchgroup\" is not listed in "), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_database_is_named_as_the_cause() {
+        let etc = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&etc.path().join("group"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let oversized = vec![b'#'; crate::host::MAX_HOST_FILE_BYTES as usize + 1];
+        std::fs::write(etc.path().join("passwd"), oversized).unwrap();
+        let mut ids = IdResolver::new(etc.path());
+        let err = ids.owner(&owner_gid("daemon")).unwrap_err();
+        let group = etc.path().join("group");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot resolve group \"daemon\": cannot read {}: not a regular file (a FIFO)", group.display())
+        );
+        assert!(std::error::Error::source(&err).is_some());
+        let err = ids.owner(&Owner::Uid(OwnerId::parse("-u", "daemon").unwrap())).unwrap_err().to_string();
+        let passwd = etc.path().join("passwd");
+        assert!(
+            err.starts_with(&format!("cannot resolve user \"daemon\": cannot read {}: larger than", passwd.display())),
+            "{err}"
+        );
     }
 }

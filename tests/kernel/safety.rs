@@ -20,6 +20,8 @@ pub fn tests() -> Vec<Trial> {
         a_run_waits_for_the_lock_holder_and_gives_up_with_a_clear_error,
         a_hanging_restore_is_killed_at_the_deadline,
         nft_interface_names_are_applied_literally,
+        nft_keywords_as_interface_names_are_applied_literally,
+        missing_net_raw_is_named_before_legacy_changes_anything,
         an_endless_resolv_conf_fails_fast,
         a_fifo_as_resolv_conf_fails_fast,
         an_oversized_resolv_conf_fails_fast,
@@ -237,6 +239,69 @@ fn nft_interface_names_are_applied_literally() -> Ran {
     // The rerun sees its own rules: nothing to change, exit 0.
     let rerun = run(&ns, &args);
     assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+    Ok(())
+}
+
+/// Every word of the renderer's nft keyword list (`src/render/nft_keywords.txt`) as a `-c`
+/// interface name, applied through `nft -f -` (`ISTIO_NFT_APPLY=nft`) and listed back literally,
+/// so a keyword missing from the list can never pass again. Words longer than an interface name
+/// can be are refused by the configuration before anything is rendered.
+fn nft_keywords_as_interface_names_are_applied_literally() -> Ran {
+    Choice::Native.available()?;
+    let words: Vec<&str> = include_str!("../../src/render/nft_keywords.txt")
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    assert!(words.len() > 380, "{}", words.len());
+    let (names, too_long): (Vec<&str>, Vec<&str>) = words.iter().partition(|word| word.len() <= 15);
+    let ns = pod("nftkw");
+    let args = with_backend(Choice::Native, &sidecar_with(&[("-c", &names.join(","))]));
+    let out = ns
+        .command(support::binary_under_test())
+        .args(&args)
+        .env("ISTIO_NFT_APPLY", "nft")
+        .output()
+        .expect("run istio-iptables");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = ns.exec_ok("nft", ["-s", "list", "ruleset"]);
+    let missing: Vec<&&str> = names.iter().filter(|name| !listed.contains(&format!("iifname \"{name}\" "))).collect();
+    assert!(missing.is_empty(), "not applied literally: {missing:?}\n{listed}");
+    for word in too_long {
+        let mut args = with_backend(Choice::Native, &sidecar_with(&[("-c", word)]));
+        args.push("--dry-run".into());
+        let out = run(&ns, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{word}: {stderr}");
+        assert!(stderr.contains("at most 15 characters"), "{word}: {stderr}");
+    }
+    Ok(())
+}
+
+/// iptables-legacy without CAP_NET_RAW: `-save` works, every change fails with "unable to
+/// initialize table 'nat'". The run names the capability and the fix instead, changing nothing.
+fn missing_net_raw_is_named_before_legacy_changes_anything() -> Ran {
+    support::require_programs(&["setpriv"])?;
+    let legacy = Choice::Forced(Backend::Legacy);
+    legacy.available()?;
+    let ns = pod("noraw");
+    let args = with_backend(legacy, &sidecar_with(&[]));
+    let out = ns
+        .command("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-net_raw", "--"])
+        .arg(support::binary_under_test())
+        .args(&args)
+        .output()
+        .expect("run setpriv");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("missing CAP_NET_RAW (iptables-legacy"), "{log}");
+    assert!(log.contains("capabilities: add: [NET_ADMIN, NET_RAW]"), "{log}");
+    assert!(!log.contains("initialize table"), "{log}");
+    assert_eq!(rules(&ns, Backend::Legacy, false), Vec::<String>::new());
+    // With the capability the same run applies: the check is not a false alarm.
+    let out = run(&ns, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!rules(&ns, Backend::Legacy, false).is_empty());
     Ok(())
 }
 

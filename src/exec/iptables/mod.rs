@@ -112,7 +112,12 @@ pub(crate) fn apply(config: Settings, plan: &Plan, runner: &dyn Netfilter) -> Re
     let mut runs = Vec::new();
     for (family, leftovers_only) in families {
         let detected = match detect::detect(family, config.forced_backend, runner) {
-            Ok(detected) => detected,
+            Ok(detected) => {
+                // Before anything changes: legacy's `-save` works without CAP_NET_RAW, its
+                // restore then fails cryptically ("unable to initialize table 'nat'").
+                runner.can_change_with(detected.tool.variant)?;
+                detected
+            }
             // No ip6tables is fine while IPv6 is off: there can be no IPv6 rules to remove.
             Err(e) if leftovers_only => {
                 tracing::debug!("not looking for IPv6 leftovers: {e}");
