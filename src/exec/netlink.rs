@@ -21,19 +21,22 @@ pub(crate) const RTM_GETRULE: u16 = 34;
 pub(crate) const NFT_MSG_GETTABLE: u16 = 10 << 8 | 1;
 pub(crate) const NFT_MSG_NEWTABLE: u16 = 10 << 8;
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
+// The netlink header (`include/uapi/linux/netlink.h`), shared with the nf_tables batch in
+// `crate::nftnl::wire`.
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const NLM_F_REQUEST: u16 = 0x1;
+pub(crate) const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const HEADER_LEN: usize = 16;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const HEADER_LEN: usize = 16;
 /// Dumps interrupted by a concurrent change are retried this often, as upstream does.
 const DUMP_ATTEMPTS: usize = 5;
 
-fn align(len: usize) -> usize {
+/// Netlink messages and attributes are padded to 4 bytes.
+pub(crate) fn align(len: usize) -> usize {
     (len + 3) & !3
 }
 

@@ -12,19 +12,14 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
+use crate::exec::netlink::{align, HEADER_LEN, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+pub(crate) use crate::exec::netlink::{NLM_F_CREATE, NLM_F_EXCL};
+
 pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_MULTI: u16 = 0x2;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-pub(crate) const NLM_F_EXCL: u16 = 0x200;
-pub(crate) const NLM_F_CREATE: u16 = 0x400;
 pub(crate) const NLM_F_APPEND: u16 = 0x800;
-const HEADER_LEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -35,10 +30,6 @@ const AF_UNSPEC: u8 = 0;
 
 /// How long to wait for the kernel's answers before calling the batch lost.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn align(len: usize) -> usize {
-    (len + 3) & !3
-}
 
 /// A netlink attribute: raw bytes, or attributes nested inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
