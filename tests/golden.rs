@@ -20,13 +20,50 @@ use pretty_assertions::Comparison;
 #[derive(Debug, Default)]
 struct Case {
     header: Vec<String>,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    nameservers: Vec<String>,
+    setup: Setup,
     exit: i32,
     stdout: String,
     recording: Option<String>,
     stderr_contains: Vec<String>,
+}
+
+/// What both kinds of case file say about the run: its arguments, environment and the
+/// nameservers of its resolv.conf.
+#[derive(Debug, Default)]
+struct Setup {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    nameservers: Vec<String>,
+}
+
+impl Setup {
+    /// Reads one header line: blank lines and `#` comments are skipped, `arg:`, `env:` and
+    /// `nameserver:` are taken; any other `key: value` is returned for the caller.
+    fn read<'a>(&mut self, line: &'a str) -> Option<(&'a str, &'a str)> {
+        let line = line.trim_end_matches('\n');
+        if line.starts_with('#') || line.trim().is_empty() {
+            return None;
+        }
+        let (key, value) = line.split_once(": ").unwrap_or_else(|| (line.trim_end_matches(':'), ""));
+        match key {
+            "arg" => self.args.push(unescape(value)),
+            "env" => {
+                let (k, v) = value.split_once('=').expect("env: NAME=VALUE");
+                self.env.push((k.to_string(), unescape(v)));
+            }
+            "nameserver" => self.nameservers.push(value.to_string()),
+            _ => return Some((key, value)),
+        }
+        None
+    }
+
+    /// A resolv.conf in `dir` listing the case's nameservers.
+    fn write_resolv_conf(&self, dir: &Path) -> PathBuf {
+        let resolv = dir.join("resolv.conf");
+        let lines: String = self.nameservers.iter().map(|s| format!("nameserver {s}\n")).collect();
+        fs::write(&resolv, lines).expect("write resolv.conf");
+        resolv
+    }
 }
 
 /// An `arg:` or `env:` value with its escapes (`\n`, `\t`, `\r`, `\\`) resolved, so that a case
@@ -71,18 +108,8 @@ fn parse_case(path: &Path) -> Case {
             Some(_) => case.recording.get_or_insert_with(String::new).push_str(line),
             None => {
                 case.header.push(line.to_string());
-                let line = line.trim_end_matches('\n');
-                if line.starts_with('#') || line.trim().is_empty() {
-                    continue;
-                }
-                let (key, value) = line.split_once(": ").unwrap_or_else(|| (line.trim_end_matches(':'), ""));
+                let Some((key, value)) = case.setup.read(line) else { continue };
                 match key {
-                    "arg" => case.args.push(unescape(value)),
-                    "env" => {
-                        let (k, v) = value.split_once('=').expect("env: NAME=VALUE");
-                        case.env.push((k.to_string(), unescape(v)));
-                    }
-                    "nameserver" => case.nameservers.push(value.to_string()),
                     "exit" => case.exit = value.parse().expect("exit: N"),
                     "stderr" => case.stderr_contains.push(value.to_string()),
                     other => panic!("{}: unknown key {other:?}", path.display()),
@@ -109,32 +136,33 @@ fn assert_stays_dry(case: &Case, path: &Path) {
             && !arg.ends_with("=1")
             && !arg.ends_with("=t")
     };
-    assert!(!case.args.iter().any(turns_off), "{}: a golden case must stay a dry run", path.display());
+    assert!(!case.setup.args.iter().any(turns_off), "{}: a golden case must stay a dry run", path.display());
 }
 
 /// `--dry-run`, unless the case itself enables dry-run through `DRY_RUN` (to test that binding).
 fn dry_run_flag(case: &Case) -> Option<&'static str> {
-    let env_enables =
-        case.env.iter().any(|(k, v)| k == "DRY_RUN" && ["1", "t", "T", "TRUE", "true", "True"].contains(&v.as_str()));
+    let env_enables = case
+        .setup
+        .env
+        .iter()
+        .any(|(k, v)| k == "DRY_RUN" && ["1", "t", "T", "TRUE", "true", "True"].contains(&v.as_str()));
     (!env_enables).then_some("--dry-run")
 }
 
 fn run_case(case: &Case) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
-    let resolv = dir.path().join("resolv.conf");
-    let lines: String = case.nameservers.iter().map(|s| format!("nameserver {s}\n")).collect();
-    fs::write(&resolv, lines).expect("write resolv.conf");
+    let resolv = case.setup.write_resolv_conf(dir.path());
     let recording = dir.path().join("recording");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_istio-iptables"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DRY_RUN_FILE_PATH", &recording)
-        .envs(case.env.iter().map(|(k, v)| (k, v)))
+        .envs(case.setup.env.iter().map(|(k, v)| (k, v)))
         // First, so that a case can name another file (the last value wins).
         .arg("--resolv-conf")
         .arg(&resolv)
         .args(dry_run_flag(case))
-        .args(&case.args);
+        .args(&case.setup.args);
     let output = cmd.output().expect("run istio-iptables");
     Outcome {
         exit: output.status.code().unwrap_or(-1),
@@ -246,9 +274,7 @@ fn check_case(path: &Path) -> Result<(), Failed> {
 #[derive(Debug, Default)]
 struct ExplainCase {
     header: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    nameservers: Vec<String>,
+    setup: Setup,
     packets: Vec<Packet>,
 }
 
@@ -272,19 +298,8 @@ fn parse_explain_case(path: &Path) -> ExplainCase {
             continue;
         }
         case.header.push_str(line);
-        let line = line.trim_end_matches('\n');
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (key, value) = line.split_once(": ").unwrap_or_else(|| (line.trim_end_matches(':'), ""));
-        match key {
-            "arg" => case.args.push(unescape(value)),
-            "env" => {
-                let (k, v) = value.split_once('=').expect("env: NAME=VALUE");
-                case.env.push((k.to_string(), unescape(v)));
-            }
-            "nameserver" => case.nameservers.push(value.to_string()),
-            other => panic!("{}: unknown key {other:?}", path.display()),
+        if let Some((other, _)) = case.setup.read(line) {
+            panic!("{}: unknown key {other:?}", path.display());
         }
     }
     case
@@ -296,11 +311,11 @@ fn run_explain(case: &ExplainCase, packet: &Packet, resolv: &Path) -> Outcome {
     let output = Command::new(env!("CARGO_BIN_EXE_istio-iptables"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(case.env.iter().map(|(k, v)| (k, v)))
+        .envs(case.setup.env.iter().map(|(k, v)| (k, v)))
         .arg("explain")
         .arg("--resolv-conf")
         .arg(resolv)
-        .args(&case.args)
+        .args(&case.setup.args)
         .args(packet.flags.split_whitespace())
         .output()
         .expect("run istio-iptables explain");
@@ -320,9 +335,7 @@ fn check_explain_case(path: &Path) -> Result<(), Failed> {
         return Err(format!("{}: no `--- explain:` section", path.display()).into());
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let resolv = dir.path().join("resolv.conf");
-    let lines: String = case.nameservers.iter().map(|s| format!("nameserver {s}\n")).collect();
-    fs::write(&resolv, lines).expect("write resolv.conf");
+    let resolv = case.setup.write_resolv_conf(dir.path());
     let mut problems = String::new();
     let mut rewritten = case.header.clone();
     let mut all_exited_0 = true;
